@@ -1,0 +1,57 @@
+"""Saving and loading model files, with errors that name the file and the problem."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .acoustic import AcousticConfig, AcousticModel
+from .lm import LanguageModel, LMConfig
+
+
+class ModelError(RuntimeError):
+    """A model file that is missing, corrupt or of the wrong kind."""
+
+
+KINDS = {"acoustic": (AcousticModel, AcousticConfig), "language": (LanguageModel, LMConfig)}
+
+
+def save_model(model, kind: str, path, meta: dict | None = None, extra: dict | None = None) -> None:
+    """Weights as float16 to keep shipped files small; they are cast back on load."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    payload = {"format": f"streamrnn-{kind}", "version": 1, "config": vars(model.config),
+               "state_dict": state, "meta": meta or {}, **(extra or {})}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def read_payload(kind: str, path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{kind} model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ModelError(f"{kind} model file {path} is corrupt or unreadable: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != f"streamrnn-{kind}":
+        raise ModelError(f"{path} is not a streamrnn {kind} model file")
+    return payload
+
+
+def load_model(kind: str, path, device: str = "cpu"):
+    payload = read_payload(kind, path)
+    model_class, config_class = KINDS[kind]
+    try:
+        model = model_class(config_class(**payload["config"]), **model_args(payload))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in payload["state_dict"].items()})
+    except (TypeError, KeyError, RuntimeError, ValueError) as err:
+        raise ModelError(f"{kind} model file {path} does not match the model code: {err}") from err
+    model.meta = payload.get("meta", {})
+    return model.to(device).eval()
+
+
+def model_args(payload: dict) -> dict:
+    return {"vocabulary": payload["vocabulary"]} if "vocabulary" in payload else {}

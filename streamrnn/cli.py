@@ -1,0 +1,107 @@
+"""The `streamrnn` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .audio import AudioError
+from .checkpoint import ModelError
+from .config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamrnn", description="Streaming speech and text recognition.")
+    parser.add_argument("--config", help="config.toml (defaults for every key not in it)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    transcribe = commands.add_parser("transcribe", help="stream audio files through the engine as if live")
+    transcribe.add_argument("audio", nargs="+", help="wav, flac, ogg, opus or mp3 files")
+    transcribe.add_argument("--chunk-ms", type=int, default=100)
+    transcribe.add_argument("--json", action="store_true", help="one JSON event per line")
+    transcribe.add_argument("--phrase", action="append", default=[], help="a phrase to boost (repeatable)")
+
+    evaluate = commands.add_parser("eval", help="WER, CER and RTF over a JSONL manifest")
+    evaluate.add_argument("manifest")
+    evaluate.add_argument("--split", choices=["all", "train", "dev"], default="all")
+    evaluate.add_argument("--chunk-ms", type=int, default=100)
+    evaluate.add_argument("--hyps", help="write reference and hypothesis per utterance to this JSONL")
+    evaluate.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+
+    suggest = commands.add_parser("suggest", help="the LM's most likely next words")
+    suggest.add_argument("text", nargs="?", default="")
+    suggest.add_argument("-n", "--count", type=int, default=5)
+    score = commands.add_parser("score", help="the LM's log-probability and perplexity of a sentence")
+    score.add_argument("text")
+
+    train = commands.add_parser("train", help="train the acoustic or language model")
+    kinds = train.add_subparsers(dest="kind", required=True)
+    from . import train_am, train_lm
+    train_am.add_arguments(kinds.add_parser("am", help="train the CTC acoustic model"))
+    train_lm.add_arguments(kinds.add_parser("lm", help="train the word LSTM language model"))
+    return parser
+
+
+def recognizer(args):
+    from .engine import Recognizer
+    return Recognizer(load_config(args.config))
+
+
+def run_transcribe(args) -> None:
+    from .transcribe import stream_file
+    engine = recognizer(args)
+    live = sys.stdout.isatty() and not args.json
+    for path in args.audio:
+        if len(args.audio) > 1 and not args.json:
+            print(f"# {path}")
+        for event in stream_file(engine, path, args.chunk_ms, phrases=args.phrase):
+            if args.json:
+                print(json.dumps({"file": str(path), **event}), flush=True)
+            elif event["type"] == "partial" and live:
+                print(f"\r\033[K{event['text']}", end="", flush=True)
+            elif event["type"] == "final":
+                print(("\r\033[K" if live else "") + event["text"], flush=True)
+
+
+def run_eval(args) -> None:
+    from .evaluate import evaluate
+    result = evaluate(recognizer(args), args.manifest, args.split, args.chunk_ms, args.hyps, args.limit)
+    print(f"utterances {result['utterances']} ({result['audio_hours'] * 60:.1f} min, split {args.split})")
+    print(f"WER {100 * result['wer']:.2f}%")
+    print(f"CER {100 * result['cer']:.2f}%")
+    print(f"RTF {result['rtf']:.4f}")
+
+
+def run_suggest(args) -> None:
+    for item in recognizer(args).suggest(args.text, args.count):
+        print(f"{item['word']}\t{item['p']:.4f}")
+
+
+def run_score(args) -> None:
+    result = recognizer(args).score(args.text)
+    print(f"log_prob {result['log_prob']:.3f}")
+    print(f"perplexity {result['perplexity']:.2f}")
+
+
+def run_train(args) -> None:
+    from . import train_am, train_lm
+    (train_am if args.kind == "am" else train_lm).main(args)
+
+
+COMMANDS = {"transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
+            "train": run_train}
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (AudioError, ModelError, ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"streamrnn: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,87 @@
+"""Every tunable of streamrnn, with its default; config.toml documents each one."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass
+class ModelConfig:
+    acoustic_model: str = str(ASSETS / "am.pt")
+    language_model: str = str(ASSETS / "lm.pt")
+    device: str = "auto"
+    threads: int = 0
+
+
+@dataclass
+class DecoderConfig:
+    method: str = "beam"
+    beam_size: int = 8
+    token_prune: float = 8.0
+    lm_weight: float = 0.5
+    word_bonus: float = 1.0
+    unk_penalty: float = 4.0
+    phrase_bonus: float = 1.5
+    partials_every_ms: int = 0
+
+
+@dataclass
+class EndpointConfig:
+    trailing_silence_ms: int = 800
+    leading_silence_ms: int = 5000
+    max_utterance_s: float = 20.0
+
+
+@dataclass
+class SuggestConfig:
+    count: int = 3
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    suggestions: SuggestConfig = field(default_factory=SuggestConfig)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Defaults, overridden by the TOML file at `path` when given."""
+    config = Config()
+    if path is None:
+        return config
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    return merge(config, data, str(path))
+
+
+def merge(config: Config, data: dict, where: str) -> Config:
+    for section, values in data.items():
+        if not hasattr(config, section):
+            raise ConfigError(f"{where}: unknown section [{section}]")
+        target = getattr(config, section)
+        known = {f.name: f for f in dataclasses.fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{where}: unknown key {section}.{key}")
+            expected = type(getattr(target, key))
+            if expected is float and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, expected):
+                raise ConfigError(f"{where}: {section}.{key} must be {expected.__name__}, got {value!r}")
+            setattr(target, key, value)
+    return config
+
+
+def as_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)

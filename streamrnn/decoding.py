@@ -1,0 +1,218 @@
+"""Incremental CTC prefix beam search with word-LM shallow fusion, phrase
+biasing, endpointing, word timings and per-word confidence.
+
+The decoder takes CTC log-probs one step at a time, so its results do not
+depend on how the audio was chunked; it keeps its beam between calls.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from .biasing import PhraseTrie
+from .config import DecoderConfig, EndpointConfig
+from .lm import WordScorer
+from .tokens import ALPHABET, BLANK, SPACE
+
+NEG_INF = -math.inf
+
+
+def log_add(a: float, b: float) -> float:
+    if a < b:
+        a, b = b, a
+    return a if b == NEG_INF else a + math.log1p(math.exp(b - a))
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    conf: float
+
+
+@dataclass
+class Hypothesis:
+    text: str = ""
+    p_blank: float = 0.0
+    p_nonblank: float = NEG_INF
+    bonus: float = 0.0  # LM fusion, word bonus and phrase bonus earned so far
+    words: tuple = ()  # completed words as (word, start_step, end_step, confidence)
+    word_start: int = -1
+    word_log_prob: float = 0.0
+    last_step: int = -1
+    bias_node: int = 0
+    bias_pending: float = 0.0
+
+    @property
+    def acoustic(self) -> float:
+        return log_add(self.p_blank, self.p_nonblank)
+
+    @property
+    def score(self) -> float:
+        return self.acoustic + self.bonus + self.bias_pending
+
+    @property
+    def current_word(self) -> str:
+        return self.text[self.text.rfind(" ") + 1:]
+
+
+@dataclass
+class Utterance:
+    """What an endpoint or the end of the stream produces."""
+    text: str
+    words: list[Word]
+    start: float
+    end: float
+
+
+class Decoder:
+    def __init__(self, config: DecoderConfig, endpoint: EndpointConfig, step_s: float,
+                 scorer_factory=None, phrases: list[str] = ()):
+        self.config = config
+        self.endpoint = endpoint
+        self.step_s = step_s
+        self.greedy = config.method == "greedy"
+        self.beam_size = 1 if self.greedy else config.beam_size
+        self.scorer_factory = None if self.greedy else scorer_factory
+        self.trie = PhraseTrie(list(phrases), config.phrase_bonus)
+        self.step = 0
+        self.scorer = None
+        self.reset([])
+
+    def reset(self, context: list[str]) -> None:
+        """Start a new utterance; the LM reads on after the `context` words just decoded."""
+        self.beam = [Hypothesis()]
+        self.utterance_start = self.step
+        if self.scorer_factory is None:
+            self.scorer = None
+        elif self.scorer is None:
+            self.scorer = self.scorer_factory(None)
+        elif context:
+            self.scorer = self.scorer_factory(self.scorer.entry(tuple(context)))
+
+    def next_word_log_probs(self) -> torch.Tensor | None:
+        """The LM's next-word distribution after everything finalised so far."""
+        return self.scorer.cache[()][1] if self.scorer else None
+
+    @property
+    def best(self) -> Hypothesis:
+        return self.beam[0]
+
+    def advance(self, log_probs: torch.Tensor) -> list[Utterance]:
+        """Decode (steps, vocab) log-probs; return the utterances that ended inside them."""
+        finished = []
+        for row in log_probs.tolist():
+            self.decode_step(row)
+            self.step += 1
+            if self.at_endpoint():
+                utterance = self.finish_utterance()
+                if utterance.text:
+                    finished.append(utterance)
+        return finished
+
+    def candidates(self, row: list[float]) -> list[int]:
+        if self.greedy:
+            best = max(range(len(row)), key=row.__getitem__)
+            return [] if best == BLANK else [best]
+        floor = max(row) - self.config.token_prune
+        return [t for t in range(1, len(row)) if row[t] >= floor]
+
+    def decode_step(self, row: list[float]) -> None:
+        step, candidates, following = self.step, self.candidates(row), {}
+        for hyp in self.beam:
+            total = hyp.acoustic
+            same = self.slot(following, hyp.text, lambda: replace(hyp, p_blank=NEG_INF, p_nonblank=NEG_INF))
+            if not self.greedy or not candidates:
+                same.p_blank = log_add(same.p_blank, total + row[BLANK])
+            last = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
+            for token in candidates:
+                if token == SPACE and (last is None or last == SPACE):
+                    same.p_nonblank = log_add(same.p_nonblank, total + row[token])
+                elif token == last:
+                    same.p_nonblank = log_add(same.p_nonblank, hyp.p_nonblank + row[token])
+                    self.extend_into(following, hyp, token, hyp.p_blank + row[token], row[token])
+                else:
+                    self.extend_into(following, hyp, token, total + row[token], row[token])
+        self.beam = sorted(following.values(), key=lambda h: h.score, reverse=True)[: self.beam_size]
+
+    @staticmethod
+    def slot(following: dict, text: str, make) -> Hypothesis:
+        if text not in following:
+            following[text] = make()
+        return following[text]
+
+    def extend_into(self, following: dict, hyp: Hypothesis, token: int, log_prob: float,
+                    token_log_prob: float) -> None:
+        if log_prob == NEG_INF:
+            return
+        target = self.slot(following, hyp.text + ALPHABET[token - 1],
+                           lambda: self.extended(hyp, token, token_log_prob))
+        target.p_nonblank = log_add(target.p_nonblank, log_prob)
+
+    def extended(self, hyp: Hypothesis, token: int, token_log_prob: float) -> Hypothesis:
+        """`hyp` with one more character: word bookkeeping, LM fusion, phrase bias."""
+        ch = ALPHABET[token - 1]
+        new = replace(hyp, text=hyp.text + ch, p_blank=NEG_INF, p_nonblank=NEG_INF, last_step=self.step)
+        if token == SPACE:
+            self.complete_word(new, hyp)
+        else:
+            if hyp.word_start < 0:
+                new.word_start, new.word_log_prob = self.step, 0.0
+            new.word_log_prob += token_log_prob
+        if self.trie:
+            at_word_start = not hyp.text or hyp.text[-1] == " "
+            new.bias_node, new.bias_pending, earned = self.trie.advance(
+                hyp.bias_node, hyp.bias_pending, ch, at_word_start)
+            new.bonus += earned
+        return new
+
+    def complete_word(self, new: Hypothesis, hyp: Hypothesis) -> None:
+        """Close the word `hyp` was spelling, scoring it with the LM."""
+        word = hyp.current_word
+        history = tuple(w[0] for w in hyp.words)
+        new.bonus += self.config.word_bonus + self.lm_bonus(history, word)
+        confidence = math.exp(hyp.word_log_prob / max(len(word), 1))
+        new.words = hyp.words + ((word, hyp.word_start, hyp.last_step + 1, confidence),)
+        new.word_start = -1
+
+    def lm_bonus(self, history: tuple, word: str) -> float:
+        if self.scorer is None:
+            return 0.0
+        log_prob = self.scorer.log_prob(history, word)
+        if word not in self.scorer.runner.vocabulary and word not in self.trie.words:
+            log_prob -= self.config.unk_penalty
+        return self.config.lm_weight * log_prob
+
+    def at_endpoint(self) -> bool:
+        best = self.best
+        length = self.step - self.utterance_start
+        if not best.text.strip():
+            return length * self.step_s * 1000 >= self.endpoint.leading_silence_ms
+        silence_ms = (self.step - 1 - best.last_step) * self.step_s * 1000
+        return (silence_ms >= self.endpoint.trailing_silence_ms
+                or length * self.step_s >= self.endpoint.max_utterance_s)
+
+    def finish_utterance(self) -> Utterance:
+        """Close the pending word of every hypothesis, pick the best, start anew."""
+        closed = []
+        for hyp in self.beam:
+            final = replace(hyp, bias_pending=0.0)
+            if hyp.text and hyp.text[-1] != " ":
+                self.complete_word(final, hyp)
+            closed.append(final)
+        best = max(closed, key=lambda h: h.score)
+        utterance = self.to_utterance(best)
+        self.reset([w.word for w in utterance.words])
+        return utterance
+
+    def to_utterance(self, hyp: Hypothesis) -> Utterance:
+        words = [Word(w, round(start * self.step_s, 3), round(end * self.step_s, 3), round(conf, 3))
+                 for w, start, end, conf in hyp.words]
+        return Utterance(" ".join(w.word for w in words), words,
+                         round(self.utterance_start * self.step_s, 3), round(self.step * self.step_s, 3))
+
+    def partial_text(self) -> str:
+        return self.best.text.strip()

@@ -1,0 +1,166 @@
+"""The streaming recognition engine: models loaded once, sessions that carry
+their state from chunk to chunk and answer with events.
+
+Events are plain dicts, ready for JSON:
+  {"type": "partial", "text", "start", "end"}
+  {"type": "final", "text", "start", "end", "words": [{"word", "start", "end", "conf"}]}
+  {"type": "suggestions", "words": [{"word", "p"}]}
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .acoustic import AcousticStream
+from .audio import ENCODINGS, AudioError, Frontend, check_rate, decode_pcm
+from .checkpoint import load_model
+from .config import Config
+from .decoding import Decoder, Utterance
+from .lm import LMRunner, WordScorer
+from .tokens import normalize
+
+MAX_PHRASES = 1000
+MAX_SUGGESTIONS = 20
+
+
+@dataclass
+class SessionOptions:
+    sample_rate: int = 16000
+    encoding: str = "pcm_s16le"
+    interim_results: bool = True
+    suggestions: int | None = None
+    phrases: list[str] = field(default_factory=list)
+
+    def validate(self) -> "SessionOptions":
+        check_rate(self.sample_rate)
+        if self.encoding not in ENCODINGS:
+            raise AudioError(f"unsupported encoding {self.encoding!r}; use one of {', '.join(ENCODINGS)}")
+        if self.suggestions is not None and not 0 <= self.suggestions <= MAX_SUGGESTIONS:
+            raise ValueError(f"suggestions must be between 0 and {MAX_SUGGESTIONS}, got {self.suggestions}")
+        if not isinstance(self.phrases, list) or not all(isinstance(p, str) for p in self.phrases):
+            raise ValueError("phrases must be a list of strings")
+        if len(self.phrases) > MAX_PHRASES:
+            raise ValueError(f"at most {MAX_PHRASES} phrases, got {len(self.phrases)}")
+        return self
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+class Recognizer:
+    """The loaded models, shared by every session."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        if config.model.threads:
+            torch.set_num_threads(config.model.threads)
+        self.device = pick_device(config.model.device)
+        self.acoustic = load_model("acoustic", config.model.acoustic_model, self.device)
+        self.lm = None
+        if config.model.language_model:
+            self.lm = LMRunner(load_model("language", config.model.language_model, self.device))
+
+    def session(self, options: SessionOptions | None = None) -> "Session":
+        return Session(self, (options or SessionOptions()).validate())
+
+    def scorer(self, root=None) -> WordScorer:
+        return WordScorer(self.lm, root or self.lm.start())
+
+    def suggest(self, text: str, count: int | None = None) -> list[dict]:
+        """Next words after `text` (the start of a sentence when empty)."""
+        self.require_lm()
+        state, log_probs = self.lm.start()
+        words = normalize(text).split()
+        if words:
+            state, log_probs = self.lm.advance(state, words)
+        return suggestion_list(self.lm, log_probs, self.config.suggestions.count if count is None else count)
+
+    def score(self, text: str) -> dict:
+        self.require_lm()
+        words = normalize(text).split()
+        if not words:
+            raise ValueError("nothing to score: the text has no words")
+        log_prob, perplexity = self.lm.score(words)
+        return {"text": " ".join(words), "log_prob": log_prob, "perplexity": perplexity}
+
+    def require_lm(self) -> None:
+        if self.lm is None:
+            raise ValueError("no language model is loaded (model.language_model is empty)")
+
+
+def suggestion_list(lm: LMRunner, log_probs, count: int) -> list[dict]:
+    return [{"word": w, "p": round(p, 4)} for w, p in lm.suggest(log_probs, count)]
+
+
+class Session:
+    """One audio stream: frontend leftovers, AM state and decoder beam carried across chunks."""
+
+    def __init__(self, recognizer: Recognizer, options: SessionOptions):
+        self.recognizer = recognizer
+        self.options = options
+        config = recognizer.config
+        self.suggestion_count = config.suggestions.count if options.suggestions is None else options.suggestions
+        self.frontend = Frontend(options.sample_rate)
+        self.acoustic = AcousticStream(recognizer.acoustic)
+        factory = recognizer.scorer if recognizer.lm else None
+        self.decoder = Decoder(config.decoder, config.endpoint, recognizer.acoustic.frame_shift_s,
+                               factory, options.phrases)
+        self.finals = 0
+        self.closed = False
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.frontend.samples_in / self.options.sample_rate
+
+    def feed(self, data: bytes) -> list[dict]:
+        """Raw PCM bytes in the session's encoding."""
+        return self.feed_samples(decode_pcm(data, self.options.encoding))
+
+    def feed_samples(self, samples: np.ndarray) -> list[dict]:
+        if self.closed:
+            raise ValueError("session is closed")
+        return self.decode(self.frontend(samples), final=False)
+
+    def finish(self) -> list[dict]:
+        """End of audio: decode what is left and return the last final."""
+        if self.closed:
+            return []
+        events = self.decode(self.frontend.flush(), final=True)
+        self.closed = True
+        return events
+
+    def decode(self, features: torch.Tensor, final: bool) -> list[dict]:
+        log_probs = self.acoustic(features)
+        events = []
+        for utterance in self.decoder.advance(log_probs):
+            events += self.final_events(utterance)
+        if final:
+            utterance = self.decoder.finish_utterance()
+            if utterance.text:
+                events += self.final_events(utterance)
+        elif len(log_probs) and self.options.interim_results:
+            events += self.partial_event()
+        return events
+
+    def partial_event(self) -> list[dict]:
+        text = self.decoder.partial_text()
+        if not text:
+            return []
+        decoder = self.decoder
+        return [{"type": "partial", "text": text, "start": round(decoder.utterance_start * decoder.step_s, 3),
+                 "end": round(decoder.step * decoder.step_s, 3)}]
+
+    def final_events(self, utterance: Utterance) -> list[dict]:
+        self.finals += 1
+        events = [{"type": "final", "text": utterance.text, "start": utterance.start, "end": utterance.end,
+                   "words": [asdict(w) for w in utterance.words]}]
+        log_probs = self.decoder.next_word_log_probs()
+        if self.suggestion_count and log_probs is not None:
+            words = suggestion_list(self.recognizer.lm, log_probs, self.suggestion_count)
+            events.append({"type": "suggestions", "words": words})
+        return events

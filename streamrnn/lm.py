@@ -1,0 +1,108 @@
+"""The word-level LSTM language model (tied embeddings) and its vocabulary."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+BOUNDARY = "</s>"  # sentence boundary: what the model reads first and predicts last
+UNKNOWN = "<unk>"
+
+
+@dataclass
+class LMConfig:
+    vocab: int = 10000
+    dim: int = 256
+    layers: int = 2
+    dropout: float = 0.3
+
+
+class Vocabulary:
+    def __init__(self, words: list[str]):
+        self.words = [BOUNDARY, UNKNOWN] + [w for w in words if w not in (BOUNDARY, UNKNOWN)]
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.boundary, self.unknown = 0, 1
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.index
+
+    def id(self, word: str) -> int:
+        return self.index.get(word, self.unknown)
+
+    def ids(self, words) -> list[int]:
+        return [self.id(w) for w in words]
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, config: LMConfig, vocabulary: list[str] | None = None):
+        super().__init__()
+        self.config = config
+        self.vocabulary = Vocabulary(vocabulary or [])
+        self.embed = nn.Embedding(config.vocab, config.dim)
+        self.rnn = nn.LSTM(config.dim, config.dim, config.layers, batch_first=True,
+                           dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.dim, config.vocab)
+        self.decoder.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """(B, T) word ids to ((B, T, vocab) logits, state)."""
+        x, state = self.rnn(self.drop(self.embed(ids)), state)
+        return self.decoder(self.drop(x)), state
+
+
+class LMRunner:
+    """Inference with a language model: carried state, next-word distributions, scores."""
+
+    def __init__(self, model: LanguageModel):
+        self.model = model
+        self.vocabulary = model.vocabulary
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def advance(self, state, words: list[str]):
+        """Read `words` from `state`; return the new state and the next word's log-probs."""
+        ids = torch.tensor([self.vocabulary.ids(words)], device=self.device)
+        logits, state = self.model(ids, state)
+        return state, torch.log_softmax(logits[0, -1].float(), dim=-1).cpu()
+
+    def start(self):
+        """State and log-probs at the start of a text (after a sentence boundary)."""
+        return self.advance(None, [BOUNDARY])
+
+    def suggest(self, log_probs: torch.Tensor, count: int) -> list[tuple[str, float]]:
+        """The most likely next words, boundary and unknown left out."""
+        top = torch.topk(log_probs, min(count + 2, len(log_probs)))
+        pairs = [(self.vocabulary.words[i], float(p.exp())) for p, i in zip(top.values, top.indices.tolist())]
+        return [(w, p) for w, p in pairs if w not in (BOUNDARY, UNKNOWN)][:count]
+
+    @torch.inference_mode()
+    def score(self, words: list[str]) -> tuple[float, float]:
+        """Natural-log probability of a sentence (with its end boundary) and its perplexity."""
+        ids = self.vocabulary.ids([BOUNDARY] + list(words) + [BOUNDARY])
+        logits, _ = self.model(torch.tensor([ids[:-1]], device=self.device))
+        log_probs = torch.log_softmax(logits[0].float(), dim=-1)
+        total = float(log_probs.gather(1, torch.tensor(ids[1:], device=self.device)[:, None]).sum())
+        return total, math.exp(-total / (len(ids) - 1))
+
+
+class WordScorer:
+    """log P(word | words so far), cached by history, from a root state."""
+
+    def __init__(self, runner: LMRunner, root):
+        self.runner = runner
+        self.cache = {(): root}
+
+    def entry(self, history: tuple):
+        if history not in self.cache:
+            state, _ = self.entry(history[:-1])
+            self.cache[history] = self.runner.advance(state, [history[-1]])
+        return self.cache[history]
+
+    def log_prob(self, history: tuple, word: str) -> float:
+        return float(self.entry(history)[1][self.runner.vocabulary.id(word)])
