@@ -15,6 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="config.toml (defaults for every key not in it)")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    serve = commands.add_parser("serve", help="run the daemon: gRPC and WebSocket/HTTP")
+    serve.add_argument("--host", help="listen address (server.host)")
+    serve.add_argument("--port", type=int, help="WebSocket/HTTP port (server.http_port)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (server.grpc_port)")
+
     transcribe = commands.add_parser("transcribe", help="stream audio files through the engine as if live")
     transcribe.add_argument("audio", nargs="+", help="wav, flac, ogg, opus or mp3 files")
     transcribe.add_argument("--chunk-ms", type=int, default=100)
@@ -45,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 def recognizer(args):
     from .engine import Recognizer
     return Recognizer(load_config(args.config))
+
+
+def run_serve(args) -> None:
+    from . import daemon
+    config = load_config(args.config)
+    for key, value in (("host", args.host), ("http_port", args.port), ("grpc_port", args.grpc_port)):
+        if value is not None:
+            setattr(config.server, key, value)
+    daemon.main(config)
 
 
 def run_transcribe(args) -> None:
@@ -88,7 +102,7 @@ def run_train(args) -> None:
     (train_am if args.kind == "am" else train_lm).main(args)
 
 
-COMMANDS = {"transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
+COMMANDS = {"serve": run_serve, "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
             "train": run_train}
 
 
@@ -96,7 +110,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (AudioError, ModelError, ConfigError, ValueError, FileNotFoundError) as err:
+    except (AudioError, ModelError, ConfigError, ValueError, OSError) as err:
         print(f"streamrnn: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ASSETS = Path(__file__).parent / "assets"
+BUILTIN = "builtin"
 
 
 @dataclass
 class ModelConfig:
-    acoustic_model: str = str(ASSETS / "am.pt")
-    language_model: str = str(ASSETS / "lm.pt")
+    acoustic_model: str = "builtin"
+    language_model: str = "builtin"
     device: str = "auto"
     threads: int = 0
 
@@ -42,11 +43,22 @@ class SuggestConfig:
 
 
 @dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 50051
+    max_sessions: int = 256
+    require_config: bool = False
+    drain_timeout_s: float = 10.0
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     suggestions: SuggestConfig = field(default_factory=SuggestConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
 
 class ConfigError(ValueError):
@@ -62,10 +74,25 @@ def load_config(path: str | Path | None = None) -> Config:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from err
-    return merge(config, data, str(path))
+    merge(config, data, str(path))
+    resolve_model_paths(config.model, Path(path).resolve().parent)
+    return config
 
 
-def merge(config: Config, data: dict, where: str) -> Config:
+def resolve_model_paths(model: ModelConfig, base: Path) -> None:
+    """Relative model paths in a config file are relative to that file."""
+    for key in ("acoustic_model", "language_model"):
+        value = getattr(model, key)
+        if value not in ("", BUILTIN) and not Path(value).is_absolute():
+            setattr(model, key, str(base / value))
+
+
+def model_path(value: str, builtin_name: str) -> str:
+    """A configured model path, with "builtin" meaning the model shipped in the package."""
+    return str(ASSETS / builtin_name) if value == BUILTIN else value
+
+
+def merge(config: Config, data: dict, where: str) -> None:
     for section, values in data.items():
         if not hasattr(config, section):
             raise ConfigError(f"{where}: unknown section [{section}]")
@@ -80,7 +107,6 @@ def merge(config: Config, data: dict, where: str) -> Config:
             if not isinstance(value, expected):
                 raise ConfigError(f"{where}: {section}.{key} must be {expected.__name__}, got {value!r}")
             setattr(target, key, value)
-    return config
 
 
 def as_dict(config: Config) -> dict:

@@ -16,7 +16,7 @@ import torch
 from .acoustic import AcousticStream
 from .audio import ENCODINGS, AudioError, Frontend, check_rate, decode_pcm
 from .checkpoint import load_model
-from .config import Config
+from .config import Config, model_path
 from .decoding import Decoder, Utterance
 from .lm import LMRunner, WordScorer
 from .tokens import normalize
@@ -60,10 +60,11 @@ class Recognizer:
         if config.model.threads:
             torch.set_num_threads(config.model.threads)
         self.device = pick_device(config.model.device)
-        self.acoustic = load_model("acoustic", config.model.acoustic_model, self.device)
+        self.acoustic = load_model("acoustic", model_path(config.model.acoustic_model, "am.pt"), self.device)
         self.lm = None
         if config.model.language_model:
-            self.lm = LMRunner(load_model("language", config.model.language_model, self.device))
+            lm_path = model_path(config.model.language_model, "lm.pt")
+            self.lm = LMRunner(load_model("language", lm_path, self.device))
 
     def session(self, options: SessionOptions | None = None) -> "Session":
         return Session(self, (options or SessionOptions()).validate())
@@ -74,11 +75,14 @@ class Recognizer:
     def suggest(self, text: str, count: int | None = None) -> list[dict]:
         """Next words after `text` (the start of a sentence when empty)."""
         self.require_lm()
+        count = self.config.suggestions.count if count is None else count
+        if not isinstance(count, int) or not 0 < count <= MAX_SUGGESTIONS:
+            raise ValueError(f"count must be a whole number from 1 to {MAX_SUGGESTIONS}, got {count!r}")
         state, log_probs = self.lm.start()
         words = normalize(text).split()
         if words:
             state, log_probs = self.lm.advance(state, words)
-        return suggestion_list(self.lm, log_probs, self.config.suggestions.count if count is None else count)
+        return suggestion_list(self.lm, log_probs, count)
 
     def score(self, text: str) -> dict:
         self.require_lm()
@@ -114,8 +118,8 @@ class Session:
         self.closed = False
 
     @property
-    def audio_seconds(self) -> float:
-        return self.frontend.samples_in / self.options.sample_rate
+    def bytes_per_second(self) -> int:
+        return self.options.sample_rate * (2 if self.options.encoding == "pcm_s16le" else 4)
 
     def feed(self, data: bytes) -> list[dict]:
         """Raw PCM bytes in the session's encoding."""

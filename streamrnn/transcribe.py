@@ -5,13 +5,15 @@ import numpy as np
 import torch
 import torchaudio
 
-from .audio import SUPPORTED_RATES, read_audio
+from .audio import SUPPORTED_RATES, AudioError, read_audio
 from .engine import Recognizer, SessionOptions
 
 
 def load_for_streaming(path) -> tuple[np.ndarray, int]:
     """A file's samples at a rate the engine takes (rare rates resampled to 16 kHz first)."""
     samples, rate = read_audio(path)
+    if len(samples) == 0:
+        raise AudioError(f"{path} has no audio samples")
     if rate not in SUPPORTED_RATES:
         samples = torchaudio.functional.resample(torch.from_numpy(samples), rate, 16000).numpy()
         rate = 16000

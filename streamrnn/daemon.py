@@ -1,0 +1,49 @@
+"""`streamrnn serve`: gRPC and WebSocket/HTTP from one engine, until SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from .config import Config
+from .engine import Recognizer
+from .grpc_server import start_grpc
+from .service import RecognitionService
+from .ws_server import WebSocketServer
+
+log = logging.getLogger("streamrnn")
+
+
+async def serve(config: Config) -> None:
+    server_config = config.server
+    recognizer = Recognizer(config)
+    service = RecognitionService(recognizer, server_config.max_sessions)
+    websocket = await WebSocketServer(service, server_config.require_config).serve(
+        server_config.host, server_config.http_port)
+    grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",
+                                   server_config.require_config)
+    http_port = websocket.sockets[0].getsockname()[1]
+    log.info("ready: http and websocket on http://%s:%d, grpc on %s:%d (models on %s)",
+             server_config.host, http_port, server_config.host, grpc_server.bound_port, recognizer.device)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing %d open sessions", len(service.sessions))
+    websocket.close(close_connections=False)
+    grpc_stopped = asyncio.create_task(grpc_server.stop(server_config.drain_timeout_s))
+    try:
+        await asyncio.wait_for(service.drain(), server_config.drain_timeout_s)
+    except TimeoutError:
+        log.warning("drain timed out after %.1f s", server_config.drain_timeout_s)
+    websocket.close()
+    await websocket.wait_closed()
+    await grpc_stopped
+    log.info("stopped")
+
+
+def main(config: Config) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    asyncio.run(serve(config))

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the daemon."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+SESSIONS_ACTIVE = Gauge("streamrnn_sessions_active", "Sessions open now", registry=REGISTRY)
+SESSIONS_TOTAL = Counter("streamrnn_sessions_total", "Sessions opened", ["transport"], registry=REGISTRY)
+SUBSCRIBERS_ACTIVE = Gauge("streamrnn_subscribers_active", "Live transcript subscribers", registry=REGISTRY)
+AUDIO_SECONDS = Counter("streamrnn_audio_seconds_total", "Audio received, in seconds", registry=REGISTRY)
+COMPUTE_SECONDS = Counter("streamrnn_compute_seconds_total",
+                          "Engine time spent on audio (RTF = this / audio seconds)", registry=REGISTRY)
+FINALS = Counter("streamrnn_finals_total", "Final results sent", registry=REGISTRY)
+ERRORS = Counter("streamrnn_errors_total", "Errors returned to clients", ["code"], registry=REGISTRY)
+CHUNK_LATENCY = Histogram("streamrnn_chunk_latency_seconds",
+                          "From an audio chunk's arrival to its events being ready", registry=REGISTRY,
+                          buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

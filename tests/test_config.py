@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import pytest
+
+from streamrnn.config import Config, ConfigError, as_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_toml_documents_every_default():
+    assert as_dict(load_config(ROOT / "config.toml")) == as_dict(Config())
+
+
+def test_relative_model_paths_resolve_from_the_config_file(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text('[model]\nacoustic_model = "models/am.pt"\nlanguage_model = ""\n')
+    config = load_config(path)
+    assert config.model.acoustic_model == str(tmp_path / "models" / "am.pt")
+    assert config.model.language_model == ""
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[nosuch]\nx = 1\n", "unknown section"),
+    ("[decoder]\nbeam = 3\n", "unknown key decoder.beam"),
+    ("[decoder]\nbeam_size = 'big'\n", "decoder.beam_size must be int"),
+    ("[decoder\n", "cannot read config"),
+])
+def test_bad_config_is_named(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

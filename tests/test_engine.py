@@ -1,0 +1,113 @@
+"""The engine API: sessions, events, suggestions, and clear errors for bad input."""
+import numpy as np
+import pytest
+
+from streamrnn.audio import AudioError
+from streamrnn.checkpoint import ModelError, load_model
+from streamrnn.config import Config
+from streamrnn.engine import Recognizer, SessionOptions
+from streamrnn.transcribe import final_text, stream_file
+
+from conftest import speech_sample, tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_models):
+    return Recognizer(tiny_config(tiny_models))
+
+
+def test_session_events_have_the_documented_shape(tiny, noise):
+    session = tiny.session(SessionOptions(encoding="f32le", suggestions=2))
+    events = session.feed(noise.astype("<f4").tobytes()) + session.finish()
+    kinds = [e["type"] for e in events]
+    assert set(kinds) <= {"partial", "final", "suggestions"}
+    for event in events:
+        if event["type"] == "final":
+            assert set(event) == {"type", "text", "start", "end", "words"}
+            assert all(set(w) == {"word", "start", "end", "conf"} for w in event["words"])
+        if event["type"] == "suggestions":
+            assert 0 < len(event["words"]) <= 2
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(sample_rate=12345), "unsupported sample rate"),
+    (dict(encoding="opus"), "unsupported encoding"),
+    (dict(suggestions=99), "suggestions must be between"),
+    (dict(phrases="not a list"), "phrases must be a list"),
+])
+def test_bad_session_options_are_named(tiny, options, message):
+    with pytest.raises(ValueError, match=message):
+        tiny.session(SessionOptions(**options))
+
+
+def test_bad_audio_leaves_the_session_usable(tiny, noise):
+    session = tiny.session(SessionOptions(encoding="pcm_s16le"))
+    with pytest.raises(AudioError, match="even number of bytes"):
+        session.feed(b"\x01\x02\x03")
+    pcm = (noise * 32767).astype("<i2").tobytes()
+    clean = tiny.session(SessionOptions(encoding="pcm_s16le"))
+    assert final_text(session.feed(pcm) + session.finish()) == final_text(clean.feed(pcm) + clean.finish())
+
+
+def test_empty_audio_gives_no_final(tiny):
+    session = tiny.session()
+    assert session.feed(b"") == []
+    assert session.finish() == []
+
+
+def test_empty_file_is_named(tiny, tmp_path):
+    import soundfile
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="no audio"):
+        list(stream_file(tiny, path))
+
+
+def test_missing_model_file_is_named(tmp_path):
+    config = Config()
+    config.model.acoustic_model = str(tmp_path / "nowhere.pt")
+    with pytest.raises(ModelError, match="acoustic model file not found: .*nowhere.pt"):
+        Recognizer(config)
+
+
+def test_corrupt_model_file_is_named(tmp_path):
+    bad = tmp_path / "am.pt"
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelError, match="corrupt or unreadable"):
+        load_model("acoustic", bad)
+
+
+def test_wrong_kind_of_model_file_is_named(tiny_models):
+    with pytest.raises(ModelError, match="not a streamrnn language model"):
+        load_model("language", tiny_models["lstm"])
+
+
+def test_suggest_and_score(tiny):
+    suggestions = tiny.suggest("the cat", 3)
+    assert len(suggestions) == 3 and all(0 < s["p"] < 1 for s in suggestions)
+    result = tiny.score("the cat sat")
+    assert result["log_prob"] < 0 and result["perplexity"] > 1
+    with pytest.raises(ValueError, match="no words"):
+        tiny.score("!!!")
+
+
+def test_closed_session_refuses_audio(tiny):
+    session = tiny.session()
+    session.finish()
+    with pytest.raises(ValueError, match="closed"):
+        session.feed(b"\x00\x00")
+
+
+def test_default_model_transcribes_real_speech(default_recognizer):
+    from streamrnn.metrics import edit_distance
+    path, reference = speech_sample("librispeech-mini", index=5)
+    text = final_text(stream_file(default_recognizer, path, chunk_ms=160))
+    errors = edit_distance(reference.split(), text.split())
+    assert errors / len(reference.split()) < 0.6, (reference, text)
+
+
+def test_default_model_suggests_after_a_final(default_recognizer):
+    path, _ = speech_sample("librispeech-mini", index=5)
+    events = list(stream_file(default_recognizer, path, suggestions=3))
+    finals = [i for i, e in enumerate(events) if e["type"] == "final"]
+    assert finals and events[finals[0] + 1]["type"] == "suggestions"
