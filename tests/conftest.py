@@ -67,3 +67,24 @@ def speech_sample(name="librispeech-mini", index=0):
 def noise():
     rng = np.random.default_rng(0)
     return (rng.standard_normal(16000 * 3) * 0.1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    """`streamrnn serve` with the shipped default models."""
+    from daemon import Daemon
+    server = Daemon()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def strict_daemon(tiny_models, tmp_path_factory):
+    """A daemon with tiny models that demands a config first and takes at most 3 sessions."""
+    from daemon import Daemon
+    path = tmp_path_factory.mktemp("strict") / "config.toml"
+    path.write_text(f'[model]\nacoustic_model = "{tiny_models["lstm"]}"\nlanguage_model = "{tiny_models["lm"]}"\n'
+                    "[server]\nrequire_config = true\nmax_sessions = 3\n")
+    server = Daemon(path)
+    yield server
+    server.stop()
