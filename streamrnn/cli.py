@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="the LM's log-probability and perplexity of a sentence")
     score.add_argument("text")
 
+    from . import remote
+    remote.add_arguments(commands)
+
     train = commands.add_parser("train", help="train the acoustic or language model")
     kinds = train.add_subparsers(dest="kind", required=True)
     from . import train_am, train_lm
@@ -102,7 +105,13 @@ def run_train(args) -> None:
     (train_am if args.kind == "am" else train_lm).main(args)
 
 
-COMMANDS = {"serve": run_serve, "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
+def run_remote(args) -> None:
+    from . import remote
+    remote.run(args)
+
+
+COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
+            "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
             "train": run_train}
 
 

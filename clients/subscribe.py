@@ -1,0 +1,10 @@
+#!/usr/bin/env python3
+"""Print another session's live transcript (same as `streamrnn subscribe`).
+
+    python clients/subscribe.py SESSION_ID --url ws://127.0.0.1:8080
+"""
+import sys
+
+from streamrnn.cli import main
+
+main(["subscribe", *sys.argv[1:]])

@@ -1,0 +1,124 @@
+"""Commands that talk to a running daemon: stream a file, the microphone, or
+follow another session's live transcript."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from websockets.exceptions import ConnectionClosed, InvalidURI
+
+from .client import ServerError, file_chunks, paced, stream_audio, subscribe
+
+
+class Printer:
+    """Partials rewritten in place on a terminal; finals as lines; or JSON lines."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.live = sys.stdout.isatty() and not as_json
+
+    def __call__(self, event: dict) -> None:
+        if self.as_json:
+            print(json.dumps(event), flush=True)
+        elif event["type"] == "session":
+            print(f"# session {event['session_id']}", file=sys.stderr, flush=True)
+        elif event["type"] == "partial" and self.live:
+            print(f"\r\033[K{event['text']}", end="", flush=True)
+        elif event["type"] == "final":
+            print(("\r\033[K" if self.live else "") + event["text"], flush=True)
+        elif event["type"] == "suggestions" and self.live:
+            print("  next: " + ", ".join(w["word"].lower() for w in event["words"]), file=sys.stderr, flush=True)
+
+
+async def stream_file_command(args) -> None:
+    printer = Printer(args.json)
+    chunks, rate = file_chunks(args.audio, args.chunk_ms)
+    source = paced(chunks, args.chunk_ms / 1000) if args.realtime else chunks
+    async for event in stream_audio(args.url, source, sample_rate=rate, phrases=args.phrase):
+        printer(event)
+
+
+async def subscribe_command(args) -> None:
+    printer = Printer(args.json)
+    async for event in subscribe(args.url, args.session_id):
+        printer(event)
+
+
+def import_sounddevice():
+    try:
+        import sounddevice
+    except OSError as err:  # the module imports but finds no PortAudio library
+        raise SystemExit("streamrnn: the microphone needs PortAudio: install it "
+                         "(Debian/Ubuntu: apt-get install libportaudio2; macOS: brew install portaudio)") from err
+    return sounddevice
+
+
+async def microphone_chunks(sounddevice, device, rate: int, chunk_ms: int):
+    """Yield pcm_s16le chunks from the microphone."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def callback(data, frames, time, status):
+        loop.call_soon_threadsafe(queue.put_nowait, bytes(data))
+
+    with sounddevice.RawInputStream(samplerate=rate, blocksize=rate * chunk_ms // 1000, device=device,
+                                    channels=1, dtype="int16", callback=callback):
+        while True:
+            yield await queue.get()
+
+
+async def mic_command(args) -> None:
+    sounddevice = import_sounddevice()
+    if args.list_devices:
+        print(sounddevice.query_devices())
+        return
+    info = sounddevice.query_devices(args.device, "input")
+    rate = args.rate or int(info["default_samplerate"])
+    print(f"# listening on {info['name']} at {rate} Hz; Ctrl-C to stop", file=sys.stderr)
+    printer, delay = Printer(args.json), 1.0
+    while True:
+        try:
+            async for event in stream_audio(args.url, microphone_chunks(sounddevice, args.device, rate, 100),
+                                            sample_rate=rate, phrases=args.phrase):
+                printer(event)
+                delay = 1.0
+            return
+        except (ConnectionClosed, OSError) as err:
+            print(f"# connection lost ({err}); reconnecting in {delay:.0f} s", file=sys.stderr)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def add_arguments(commands) -> None:
+    url = dict(default="ws://127.0.0.1:8080", help="daemon address (ws:// or wss://)")
+    stream = commands.add_parser("stream", help="stream an audio file to a running daemon")
+    stream.add_argument("audio")
+    stream.add_argument("--url", **url)
+    stream.add_argument("--realtime", action="store_true", help="pace the audio as if it were live")
+    stream.add_argument("--chunk-ms", type=int, default=100)
+    stream.add_argument("--phrase", action="append", default=[])
+    stream.add_argument("--json", action="store_true")
+    mic = commands.add_parser("mic", help="stream the microphone to a running daemon")
+    mic.add_argument("--url", **url)
+    mic.add_argument("--device", help="input device number or name (see --list-devices)")
+    mic.add_argument("--list-devices", action="store_true")
+    mic.add_argument("--rate", type=int, default=0, help="sample rate (default: the device's)")
+    mic.add_argument("--phrase", action="append", default=[])
+    mic.add_argument("--json", action="store_true")
+    follow = commands.add_parser("subscribe", help="print a live session's transcript")
+    follow.add_argument("session_id")
+    follow.add_argument("--url", **url)
+    follow.add_argument("--json", action="store_true")
+
+
+COMMANDS = {"stream": stream_file_command, "mic": mic_command, "subscribe": subscribe_command}
+
+
+def run(args) -> None:
+    try:
+        asyncio.run(COMMANDS[args.command](args))
+    except ServerError as err:
+        raise SystemExit(f"streamrnn: server error {err}") from err
+    except (OSError, InvalidURI) as err:
+        raise SystemExit(f"streamrnn: cannot reach {args.url}: {err}") from err

@@ -1,0 +1,217 @@
+"""End to end in a real browser: the daemon serves its page, Chromium's fake
+microphone plays a speech file into it, and what the page shows is compared
+with the engine's own transcription of the same file.
+
+Needs Debian's /usr/bin/chromium, the playwright package (never `playwright
+install`: the system browser is used), the shared speech data and the shipped
+models; skips with the reason otherwise.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from streamrnn.config import ASSETS, load_config
+from streamrnn.metrics import edit_distance
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MANIFEST = SHARED_DATA / "speech" / "librispeech-mini.jsonl"
+CHROMIUM = Path("/usr/bin/chromium")
+READY = re.compile(r"ready: http and websocket on http://([0-9.]+):(\d+)")
+LEAD_SILENCE_S = 1.0  # lost harmlessly if the fake microphone starts before the page listens
+TAIL_SILENCE_S = 1.5  # longer than the endpointer's trailing silence, so a final comes
+MAX_WER = 0.3
+CHROMIUM_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox",
+                 "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+# Records, in order, when the page shows a partial and when a final line is added.
+RECORD_ORDER = """() => {
+  window.seen = [];
+  const transcript = document.getElementById("transcript");
+  const partial = document.getElementById("partial");
+  let finals = 0;
+  new MutationObserver(() => {
+    const count = transcript.querySelectorAll(".final").length;
+    if (count > finals) window.seen.push("final");
+    else if (partial.textContent.trim()) window.seen.push("partial");
+    finals = count;
+  }).observe(transcript, {childList: true, characterData: true, subtree: true});
+}"""
+
+FINALS = """() => [...document.querySelectorAll("#transcript .final")].map(
+  (line) => ({text: line.textContent, start: Number(line.dataset.start), end: Number(line.dataset.end)}))"""
+
+
+def require_browser_setup() -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install playwright)")
+    if not MANIFEST.exists():
+        pytest.skip(f"speech data not found at {MANIFEST}")
+
+
+def require_shipped_models() -> None:
+    missing = [name for name in ("am.pt", "lm.pt") if not (ASSETS / name).exists()]
+    if missing:
+        pytest.skip(f"the shipped models are not built yet: no {', '.join(missing)} in {ASSETS}")
+
+
+def fake_microphone_wav(directory: Path) -> tuple[Path, float]:
+    """The first LibriSpeech-mini utterance as 16-bit WAV with silence around it; and its length in s."""
+    record = json.loads(MANIFEST.read_text().splitlines()[0])
+    samples, rate = soundfile.read(str(MANIFEST.parent / record["audio"]), dtype="float32", always_2d=True)
+    speech = samples.mean(axis=1)
+    audio = np.concatenate([np.zeros(int(LEAD_SILENCE_S * rate), np.float32), speech,
+                            np.zeros(int(TAIL_SILENCE_S * rate), np.float32)])
+    path = directory / "speech.wav"
+    soundfile.write(str(path), audio, rate, subtype="PCM_16")
+    return path, len(audio) / rate
+
+
+def engine_finals(wav: Path, config_file: Path | None) -> list[dict]:
+    """The finals the engine itself makes of the file, streamed in-process."""
+    from streamrnn.engine import Recognizer
+    from streamrnn.transcribe import stream_file
+    recognizer = Recognizer(load_config(config_file))
+    return [event for event in stream_file(recognizer, wav) if event["type"] == "final"]
+
+
+class Daemon:
+    """`streamrnn serve` on free loopback ports, its log kept for failure messages."""
+
+    def __init__(self, config_file: Path | None = None, ready_timeout: float = 240):
+        command = [sys.executable, "-m", "streamrnn"]
+        if config_file:
+            command += ["--config", str(config_file)]
+        command += ["serve", "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0"]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.log: list[str] = []
+        self.url: str | None = None
+        self.ready = threading.Event()
+        threading.Thread(target=self.read_log, daemon=True).start()
+        if not self.ready.wait(ready_timeout) or self.url is None:
+            self.stop()
+            pytest.fail(f"the daemon did not get ready in {ready_timeout} s:\n{self.log_text()}")
+
+    def read_log(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line.rstrip())
+            match = READY.search(line)
+            if match and not self.ready.is_set():
+                self.url = f"http://{match[1]}:{match[2]}/"
+                self.ready.set()
+        self.ready.set()  # exited: stop waiting
+
+    def log_text(self) -> str:
+        return "\n".join(self.log[-40:])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def run_in_browser(url: str, wav: Path, speech_s: float, expected_finals: int, screenshot: Path,
+                   timeout_s: float = 90) -> dict:
+    """Open the page, press Start, wait for the finals of the file's first pass, press Stop."""
+    from playwright.sync_api import sync_playwright
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={wav}"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 760})
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+            page.goto(url)
+            assert page.title().startswith("streamrnn")
+            page.evaluate(RECORD_ORDER)
+            started = time.monotonic()
+            page.click("#start")
+            page.wait_for_function("document.getElementById('status').dataset.state === 'listening'",
+                                   timeout=20_000)
+            # The fake microphone loops the file: wait until its first pass is transcribed, that is
+            # as many finals as the engine made of it, or one that ends after the file does.
+            page.wait_for_function(
+                """([speech, count]) => {
+                  const ends = [...document.querySelectorAll("#transcript .final")].map((l) => Number(l.dataset.end));
+                  return ends.filter((end) => end <= speech).length >= count || ends.some((end) => end > speech);
+                }""", arg=[speech_s, expected_finals], timeout=timeout_s * 1000)
+            first_pass_s = time.monotonic() - started
+            page.screenshot(path=str(screenshot))
+            result = {
+                "finals": page.evaluate(FINALS),
+                "seen": page.evaluate("window.seen"),
+                "session": page.text_content("#session"),
+                "suggestions": page.locator("#suggestions li").count(),
+                "first_pass_s": first_pass_s,
+            }
+            page.click("#stop")
+            page.wait_for_function("document.getElementById('status').dataset.state !== 'busy'", timeout=30_000)
+            result["status_state"] = page.get_attribute("#status", "data-state")
+            result["status"] = page.text_content("#status")
+            result["finals_after_stop"] = page.locator("#transcript .final").count()
+            page.screenshot(path=str(screenshot.with_name(screenshot.stem + "-stopped.png")))
+        finally:
+            browser.close()
+    result["problems"] = problems
+    return result
+
+
+def check_browser_end_to_end(tmp_path: Path, config_file: Path | None = None) -> dict:
+    wav, duration = fake_microphone_wav(tmp_path)
+    expected_events = engine_finals(wav, config_file)
+    expected = " ".join(event["text"] for event in expected_events)
+    assert expected.split(), "the engine itself heard nothing in the test audio"
+    daemon = Daemon(config_file)
+    try:
+        result = run_in_browser(daemon.url, wav, duration, len(expected_events), tmp_path / "page.png")
+    except Exception as err:
+        raise AssertionError(f"{err}\n--- daemon log ---\n{daemon.log_text()}") from err
+    finally:
+        code = daemon.stop()
+    assert code == 0, f"the daemon exited with {code}:\n{daemon.log_text()}"
+
+    first_pass = [final for final in result["finals"] if final["end"] <= duration]
+    heard = " ".join(final["text"] for final in first_pass)
+    wer = edit_distance(expected.split(), heard.split()) / len(expected.split())
+    result.update(expected=expected, heard=heard, wer=wer)
+    assert wer < MAX_WER, f"browser transcript differs from the engine's (WER {wer:.2f}):\n" \
+                          f"engine:  {expected}\nbrowser: {heard}"
+    assert "partial" in result["seen"] and "final" in result["seen"], result["seen"]
+    assert result["seen"].index("partial") < result["seen"].index("final"), "no partial was shown before the final"
+    assert re.fullmatch(r"[0-9a-f]{32}", result["session"]), result["session"]
+    assert result["status_state"] == "idle" and result["status"].startswith("Stopped"), result["status"]
+    assert result["finals_after_stop"] >= len(result["finals"]), "Stop lost transcript lines"
+    assert not result["problems"], result["problems"]
+    return result
+
+
+def test_browser_page_transcribes_the_microphone(tmp_path):
+    require_browser_setup()
+    require_shipped_models()
+    result = check_browser_end_to_end(tmp_path)
+    assert result["suggestions"] == 3, "the shipped LM should give next-word suggestions after a final"
+    print(f"WER {result['wer']:.3f}, first pass in {result['first_pass_s']:.1f} s, screenshot {tmp_path / 'page.png'}")
