@@ -89,13 +89,20 @@ def run_eval(args) -> None:
     print(f"RTF {result['rtf']:.4f}")
 
 
+def language_model(args):
+    from .engine import load_language_model
+    return load_language_model(load_config(args.config))
+
+
 def run_suggest(args) -> None:
-    for item in recognizer(args).suggest(args.text, args.count):
+    from .engine import text_suggestions
+    for item in text_suggestions(language_model(args), args.text, args.count):
         print(f"{item['word']}\t{item['p']:.4f}")
 
 
 def run_score(args) -> None:
-    result = recognizer(args).score(args.text)
+    from .engine import text_score
+    result = text_score(language_model(args), args.text)
     print(f"log_prob {result['log_prob']:.3f}")
     print(f"perplexity {result['perplexity']:.2f}")
 

@@ -63,8 +63,7 @@ class Recognizer:
         self.acoustic = load_model("acoustic", model_path(config.model.acoustic_model, "am.pt"), self.device)
         self.lm = None
         if config.model.language_model:
-            lm_path = model_path(config.model.language_model, "lm.pt")
-            self.lm = LMRunner(load_model("language", lm_path, self.device))
+            self.lm = load_language_model(config)
 
     def session(self, options: SessionOptions | None = None) -> "Session":
         return Session(self, (options or SessionOptions()).validate())
@@ -74,27 +73,38 @@ class Recognizer:
 
     def suggest(self, text: str, count: int | None = None) -> list[dict]:
         """Next words after `text` (the start of a sentence when empty)."""
-        self.require_lm()
-        count = self.config.suggestions.count if count is None else count
-        if not isinstance(count, int) or not 0 < count <= MAX_SUGGESTIONS:
-            raise ValueError(f"count must be a whole number from 1 to {MAX_SUGGESTIONS}, got {count!r}")
-        state, log_probs = self.lm.start()
-        words = normalize(text).split()
-        if words:
-            state, log_probs = self.lm.advance(state, words)
-        return suggestion_list(self.lm, log_probs, count)
+        return text_suggestions(self.require_lm(), text, self.config.suggestions.count if count is None else count)
 
     def score(self, text: str) -> dict:
-        self.require_lm()
-        words = normalize(text).split()
-        if not words:
-            raise ValueError("nothing to score: the text has no words")
-        log_prob, perplexity = self.lm.score(words)
-        return {"text": " ".join(words), "log_prob": log_prob, "perplexity": perplexity}
+        return text_score(self.require_lm(), text)
 
-    def require_lm(self) -> None:
+    def require_lm(self) -> LMRunner:
         if self.lm is None:
             raise ValueError("no language model is loaded (model.language_model is empty)")
+        return self.lm
+
+
+def load_language_model(config: Config) -> LMRunner:
+    path = model_path(config.model.language_model or "builtin", "lm.pt")
+    return LMRunner(load_model("language", path, pick_device(config.model.device)))
+
+
+def text_suggestions(lm: LMRunner, text: str, count: int) -> list[dict]:
+    if not isinstance(count, int) or not 0 < count <= MAX_SUGGESTIONS:
+        raise ValueError(f"count must be a whole number from 1 to {MAX_SUGGESTIONS}, got {count!r}")
+    state, log_probs = lm.start()
+    words = normalize(text).split()
+    if words:
+        state, log_probs = lm.advance(state, words)
+    return suggestion_list(lm, log_probs, count)
+
+
+def text_score(lm: LMRunner, text: str) -> dict:
+    words = normalize(text).split()
+    if not words:
+        raise ValueError("nothing to score: the text has no words")
+    log_prob, perplexity = lm.score(words)
+    return {"text": " ".join(words), "log_prob": log_prob, "perplexity": perplexity}
 
 
 def suggestion_list(lm: LMRunner, log_probs, count: int) -> list[dict]:

@@ -53,12 +53,14 @@
       checkBrowser();
       rec.context = await openAudioContext();
       checkCancelled(rec);
-      await rec.context.audioWorklet.addModule("worklet.js");
+      await rec.context.audioWorklet.addModule("worklet.js").catch((err) => {
+        throw new Error(`Cannot load worklet.js from the server: ${err.message}`);
+      });
       checkCancelled(rec);
       setStatus("busy", "Asking for the microphone…");
       rec.stream = await navigator.mediaDevices.getUserMedia({
         audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      });
+      }).catch((err) => { throw new Error(microphoneProblem(err)); });
       checkCancelled(rec);
       setStatus("busy", "Connecting to the server…");
       await connect(rec);
@@ -76,7 +78,7 @@
         closeSocket(rec);
         return;
       }
-      fail(rec, describe(err));
+      fail(rec, err && err.message ? err.message : String(err));
     }
   }
 
@@ -227,19 +229,21 @@
     finish(rec, "error", message);
   }
 
-  function describe(err) {
+  // What went wrong with getUserMedia, with the browser's own words in brackets.
+  function microphoneProblem(err) {
+    const detail = err && err.message ? ` (${err.name}: ${err.message})` : "";
     switch (err && err.name) {
       case "NotAllowedError":
       case "SecurityError":
-        return "Microphone access was refused. Allow it for this page and press Start again.";
+        return `Microphone access was refused. Allow it for this page and press Start again.${detail}`;
       case "NotFoundError":
       case "OverconstrainedError":
-        return "No microphone was found. Connect one and press Start again.";
+        return `No microphone was found. Connect one and press Start again.${detail}`;
       case "NotReadableError":
       case "AbortError":
-        return "The microphone could not be opened. Is another application using it?";
+        return `The microphone could not be opened. Is another application using it?${detail}`;
       default:
-        return (err && err.message) || String(err);
+        return `The microphone could not be used${detail || `: ${err}`}.`;
     }
   }
 
@@ -273,12 +277,17 @@
         rec.error = `Server error (${message.code}): ${message.message}`;
         setStatus("error", rec.listening ? `${rec.error} Still listening.` : rec.error);
         break;
-      case "end":
+      case "end": {
         rec.ended = true;
+        const byUser = rec.stopping;
+        rec.stopping = true;
+        releaseAudio(rec);
         closeSocket(rec);
-        finish(rec, "idle", `Stopped after ${rec.finals} ${rec.finals === 1 ? "sentence" : "sentences"}. ` +
-          "Press Start to go on.");
+        const count = `${rec.finals} ${rec.finals === 1 ? "sentence" : "sentences"}`;
+        if (byUser) finish(rec, "idle", `Stopped after ${count}. Press Start to go on.`);
+        else finish(rec, "error", `The server ended the session after ${count} (is it shutting down?).`);
         break;
+      }
     }
   }
 
