@@ -27,7 +27,6 @@ class DecoderConfig:
     word_bonus: float = 1.0
     unk_penalty: float = 4.0
     phrase_bonus: float = 1.5
-    partials_every_ms: int = 0
 
 
 @dataclass
@@ -76,7 +75,23 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     merge(config, data, str(path))
     resolve_model_paths(config.model, Path(path).resolve().parent)
+    validate(config, str(path))
     return config
+
+
+def validate(config: Config, where: str) -> None:
+    checks = [
+        (config.decoder.method in ("beam", "greedy"), "decoder.method must be \"beam\" or \"greedy\""),
+        (config.decoder.beam_size >= 1, "decoder.beam_size must be at least 1"),
+        (config.endpoint.trailing_silence_ms > 0, "endpoint.trailing_silence_ms must be positive"),
+        (config.endpoint.max_utterance_s > 0, "endpoint.max_utterance_s must be positive"),
+        (0 <= config.server.http_port < 65536, "server.http_port must be 0..65535"),
+        (0 <= config.server.grpc_port < 65536, "server.grpc_port must be 0..65535"),
+        (config.server.max_sessions >= 1, "server.max_sessions must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
 
 
 def resolve_model_paths(model: ModelConfig, base: Path) -> None:

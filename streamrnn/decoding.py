@@ -121,7 +121,7 @@ class Decoder:
         return [t for t in range(1, len(row)) if row[t] >= floor]
 
     def decode_step(self, row: list[float]) -> None:
-        step, candidates, following = self.step, self.candidates(row), {}
+        candidates, following = self.candidates(row), {}
         for hyp in self.beam:
             total = hyp.acoustic
             same = self.slot(following, hyp.text, lambda: replace(hyp, p_blank=NEG_INF, p_nonblank=NEG_INF))

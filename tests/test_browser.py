@@ -135,6 +135,7 @@ class Daemon:
 def run_in_browser(url: str, wav: Path, speech_s: float, expected_finals: int, screenshot: Path,
                    timeout_s: float = 90) -> dict:
     """Open the page, press Start, wait for the finals of the file's first pass, press Stop."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
     problems: list[str] = []
     with sync_playwright() as playwright:
@@ -154,11 +155,17 @@ def run_in_browser(url: str, wav: Path, speech_s: float, expected_finals: int, s
                                    timeout=20_000)
             # The fake microphone loops the file: wait until its first pass is transcribed, that is
             # as many finals as the engine made of it, or one that ends after the file does.
-            page.wait_for_function(
-                """([speech, count]) => {
-                  const ends = [...document.querySelectorAll("#transcript .final")].map((l) => Number(l.dataset.end));
-                  return ends.filter((end) => end <= speech).length >= count || ends.some((end) => end > speech);
-                }""", arg=[speech_s, expected_finals], timeout=timeout_s * 1000)
+            try:
+                page.wait_for_function(
+                    """([speech, count]) => {
+                      const ends = [...document.querySelectorAll("#transcript .final")].map((l) => Number(l.dataset.end));
+                      return ends.filter((end) => end <= speech).length >= count || ends.some((end) => end > speech);
+                    }""", arg=[speech_s, expected_finals], timeout=timeout_s * 1000)
+            except PlaywrightTimeout:
+                page.screenshot(path=str(screenshot))
+                raise AssertionError(f"no final for the file's first pass in {timeout_s} s; status "
+                                     f"{page.text_content('#status')!r}, finals {page.evaluate(FINALS)}, "
+                                     f"partial {page.text_content('#partial')!r}, {problems}") from None
             first_pass_s = time.monotonic() - started
             page.screenshot(path=str(screenshot))
             result = {

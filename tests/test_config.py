@@ -24,6 +24,8 @@ def test_relative_model_paths_resolve_from_the_config_file(tmp_path):
     ("[decoder]\nbeam = 3\n", "unknown key decoder.beam"),
     ("[decoder]\nbeam_size = 'big'\n", "decoder.beam_size must be int"),
     ("[decoder\n", "cannot read config"),
+    ("[decoder]\nmethod = 'fancy'\n", "decoder.method must be"),
+    ("[server]\nhttp_port = 70000\n", "server.http_port must be"),
 ])
 def test_bad_config_is_named(tmp_path, text, message):
     path = tmp_path / "bad.toml"

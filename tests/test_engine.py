@@ -111,3 +111,24 @@ def test_default_model_suggests_after_a_final(default_recognizer):
     events = list(stream_file(default_recognizer, path, suggestions=3))
     finals = [i for i, e in enumerate(events) if e["type"] == "final"]
     assert finals and events[finals[0] + 1]["type"] == "suggestions"
+
+
+def test_long_pause_in_real_speech_gives_two_finals(default_recognizer):
+    from streamrnn.audio import read_audio
+    first, _ = speech_sample("speechocean762", index=0)
+    second, _ = speech_sample("speechocean762", index=1)
+    a, rate = read_audio(first)
+    b, _ = read_audio(second)
+    pause = np.zeros(rate * 2, dtype=np.float32)
+    session = default_recognizer.session(SessionOptions(sample_rate=rate, encoding="f32le", suggestions=0))
+    events = []
+    for start in range(0, len(a) + len(pause) + len(b), rate // 10):
+        chunk = np.concatenate([a, pause, b])[start:start + rate // 10]
+        events += session.feed(chunk.astype("<f4").tobytes())
+    events += session.finish()
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 2, finals
+    assert finals[0]["end"] <= finals[1]["start"]
+    duration = (len(a) + len(pause) + len(b)) / rate
+    times = [t for f in finals for w in f["words"] for t in (w["start"], w["end"])]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= duration

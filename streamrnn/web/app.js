@@ -43,7 +43,7 @@
     if (current) return;
     const rec = {
       stream: null, context: null, source: null, node: null, socket: null,
-      frame: null, filled: 0, listening: false, stopping: false, ended: false,
+      frame: null, filled: 0, connected: false, listening: false, stopping: false, ended: false,
       error: null, timer: 0, finals: 0, warned: false,
     };
     current = rec;
@@ -284,7 +284,8 @@
         releaseAudio(rec);
         closeSocket(rec);
         const count = `${rec.finals} ${rec.finals === 1 ? "sentence" : "sentences"}`;
-        if (byUser) finish(rec, "idle", `Stopped after ${count}. Press Start to go on.`);
+        if (byUser && rec.error) finish(rec, "error", `Stopped after ${count}. ${rec.error}`);
+        else if (byUser) finish(rec, "idle", `Stopped after ${count}. Press Start to go on.`);
         else finish(rec, "error", `The server ended the session after ${count} (is it shutting down?).`);
         break;
       }
