@@ -18,9 +18,9 @@ from .tokens import VOCAB_SIZE
 @dataclass
 class AcousticConfig:
     rnn: str = "lstm"
-    hidden: int = 512
+    hidden: int = 384
     layers: int = 3
-    stack: int = 4
+    stack: int = 3
     dropout: float = 0.1
     vocab: int = VOCAB_SIZE
 

@@ -23,8 +23,9 @@ async def serve(config: Config) -> None:
     grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",
                                    server_config.require_config)
     http_port = websocket.sockets[0].getsockname()[1]
+    host = f"[{server_config.host}]" if ":" in server_config.host else server_config.host
     log.info("ready: http and websocket on http://%s:%d, grpc on %s:%d (models on %s)",
-             server_config.host, http_port, server_config.host, grpc_server.bound_port, recognizer.device)
+             host, http_port, host, grpc_server.bound_port, recognizer.device)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

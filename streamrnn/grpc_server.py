@@ -42,7 +42,7 @@ def to_proto(event: dict) -> pb.RecognitionEvent:
         return pb.RecognitionEvent(suggestions=pb.Suggestions(words=[pb.Suggestion(**w) for w in event["words"]]))
     if kind == "session":
         return pb.RecognitionEvent(session=pb.SessionStarted(session_id=event["session_id"]))
-    return pb.RecognitionEvent(end=pb.SessionEnded(session_id=event["session_id"]))
+    return pb.RecognitionEvent(end=pb.SessionEnded(session_id=event["session_id"], reason=event["reason"]))
 
 
 async def abort(context, error: ServiceError):
@@ -90,7 +90,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             await abort(context, err)
         finally:
             if live.id in self.service.sessions:  # cancelled by the client: finals still reach subscribers
-                await self.service.finish(live)
+                await self.service.finish(live, "disconnect")
             log.info("session %s end (%d finals)", live.id, live.session.finals)
 
     async def Recognize(self, request, context):

@@ -72,10 +72,12 @@ class RecognitionService:
         telemetry.AUDIO_SECONDS.inc(len(audio) / live.session.bytes_per_second)
         return self.publish(live, events)
 
-    async def finish(self, live: LiveSession) -> list[dict]:
-        """Last final, then `end`; subscribers are told and the session is forgotten."""
+    async def finish(self, live: LiveSession, reason: str = "eof") -> list[dict]:
+        """Last final, then `end` with why it ended (eof, disconnect, shutdown); subscribers are
+        told and the session is forgotten."""
         try:
-            events = await self.run(live.session.finish) + [{"type": "end", "session_id": live.id}]
+            end = {"type": "end", "session_id": live.id, "reason": reason}
+            events = await self.run(live.session.finish) + [end]
             return self.publish(live, events)
         finally:
             self.close(live)
@@ -116,6 +118,6 @@ class RecognitionService:
     async def drain(self) -> None:
         """Finish every open session (their finals reach clients and subscribers)."""
         for live in list(self.sessions.values()):
-            events = await self.finish(live)
+            events = await self.finish(live, "shutdown")
             if live.notify:
                 await live.notify(events)

@@ -64,7 +64,8 @@ class Trainer:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rng = np.random.default_rng(args.seed)
         self.load_data()
-        self.model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers))
+        self.model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers,
+                                                  stack=args.stack))
         mean, std = normalization_stats(self.train[1.0])
         self.model.set_normalization(mean, std)
         self.model.to(self.device)
@@ -111,9 +112,14 @@ class Trainer:
         return self.args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
 
     def batches(self, epoch: int):
+        """Length-bucketed batches in random order; shortest first in the first epoch (SortaGrad),
+        which gets CTC past its all-blank plateau sooner."""
         rng = np.random.default_rng(self.args.seed + epoch)
         lengths = [len(f) for f in self.train[1.0]]
-        return length_batches(lengths, self.args.batch_frames, rng), rng
+        batches = length_batches(lengths, self.args.batch_frames, rng)
+        if epoch == 0:
+            batches.sort(key=lambda batch: max(lengths[i] for i in batch))
+        return batches, rng
 
     def train_step(self, indices, rng, total_steps):
         speeds = self.args.speeds
@@ -180,10 +186,11 @@ def add_arguments(parser):
     parser.add_argument("--rnn", choices=["lstm", "gru"], default="lstm")
     parser.add_argument("--hidden", type=int, default=AcousticConfig.hidden)
     parser.add_argument("--layers", type=int, default=AcousticConfig.layers)
+    parser.add_argument("--stack", type=int, default=AcousticConfig.stack, help="frames per RNN step (subsampling)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1.5e-3)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--batch-frames", type=int, default=32000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--batch-frames", type=int, default=10000)
     parser.add_argument("--speeds", type=float, nargs="+", default=[0.9, 1.0, 1.1])
     parser.add_argument("--patience", type=int, default=4, help="epochs without dev WER gain before stopping")
     parser.add_argument("--save-minutes", type=float, default=5.0)

@@ -125,11 +125,13 @@ class WebSocketServer:
             await self.stream(connection, live)
         finally:
             if live.id in self.service.sessions:  # client left without eof: its final still goes out
-                await self.service.finish(live)
+                await self.service.finish(live, "disconnect")
             log.info("session %s end (%d finals)", live.id, live.session.finals)
 
     async def stream(self, connection: ServerConnection, live) -> None:
         async for message in connection:
+            if live.id not in self.service.sessions:  # finished by a server shutdown
+                return
             try:
                 if isinstance(message, bytes):
                     await self.send(connection, await self.service.feed(live, message))
@@ -160,6 +162,8 @@ class WebSocketServer:
 
     async def suggest(self, connection: ServerConnection) -> None:
         async for message in connection:
+            if live.id not in self.service.sessions:  # finished by a server shutdown
+                return
             try:
                 if isinstance(message, bytes):
                     raise ServiceError("bad_message", "send text (plain or JSON), not binary")

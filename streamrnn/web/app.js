@@ -286,7 +286,8 @@
         const count = `${rec.finals} ${rec.finals === 1 ? "sentence" : "sentences"}`;
         if (byUser && rec.error) finish(rec, "error", `Stopped after ${count}. ${rec.error}`);
         else if (byUser) finish(rec, "idle", `Stopped after ${count}. Press Start to go on.`);
-        else finish(rec, "error", `The server ended the session after ${count} (is it shutting down?).`);
+        else if (message.reason === "shutdown") finish(rec, "error", `The server is shutting down; the session ended after ${count}.`);
+        else finish(rec, "error", `The server ended the session after ${count}.`);
         break;
       }
     }
