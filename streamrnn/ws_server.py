@@ -162,8 +162,6 @@ class WebSocketServer:
 
     async def suggest(self, connection: ServerConnection) -> None:
         async for message in connection:
-            if live.id not in self.service.sessions:  # finished by a server shutdown
-                return
             try:
                 if isinstance(message, bytes):
                     raise ServiceError("bad_message", "send text (plain or JSON), not binary")
