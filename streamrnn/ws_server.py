@@ -36,9 +36,14 @@ def options_from(message: dict) -> SessionOptions:
         raise ServiceError("bad_config", f"unknown config fields: {', '.join(sorted(unknown))}")
     values = {k: message[k] for k in known if k in message}
     for key, kind in (("sample_rate", int), ("suggestions", int), ("interim_results", bool)):
-        if key in values and (not isinstance(values[key], kind) or isinstance(values[key], bool) != (kind is bool)):
+        if key in values and not is_exactly(values[key], kind):
             raise ServiceError("bad_config", f"config field {key} must be {kind.__name__}, got {values[key]!r}")
     return SessionOptions(**values)
+
+
+def is_exactly(value, kind) -> bool:
+    """isinstance, except that a JSON true/false is not a number."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def parse_json(text: str) -> dict:
