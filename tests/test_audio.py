@@ -64,3 +64,20 @@ def test_unreadable_file_is_named(tmp_path):
     bad.write_bytes(b"not audio at all")
     with pytest.raises(AudioError, match="cannot read audio file .*bad.wav"):
         read_audio(bad)
+
+
+@pytest.mark.parametrize("suffix, options", [
+    ("wav", {}), ("flac", {}), ("ogg", {"format": "OGG", "subtype": "VORBIS"}),
+    ("opus", {"format": "OGG", "subtype": "OPUS"}), ("mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"}),
+])
+def test_common_formats_read_as_mono(tmp_path, suffix, options):
+    import soundfile
+    rate = 48000
+    t = np.arange(rate) / rate
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1).astype(np.float32) * 0.5
+    path = tmp_path / f"tone.{suffix}"
+    soundfile.write(path, stereo, rate, **options)
+    samples, got_rate = read_audio(path)
+    assert got_rate == rate and samples.ndim == 1
+    assert abs(len(samples) - rate) < rate * 0.1
+    assert 0.3 < np.abs(samples).max() < 0.7  # lossy codecs overshoot a little
