@@ -126,7 +126,8 @@ class Trainer:
         features = [self.train[speeds[int(rng.integers(len(speeds)))]][i] for i in indices]
         texts = [self.train_texts[i] for i in indices]
         padded, lengths, targets, target_lengths = collate(features, texts, self.device)
-        padded = spec_augment(padded, self.model.mean, rng)
+        if self.args.spec_augment:
+            padded = spec_augment(padded, self.model.mean, rng)
         log_probs, _ = self.model(padded)
         out_lengths = lengths // self.model.config.stack
         loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths,
@@ -192,6 +193,8 @@ def add_arguments(parser):
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--batch-frames", type=int, default=10000)
     parser.add_argument("--speeds", type=float, nargs="+", default=[0.9, 1.0, 1.1])
+    parser.add_argument("--no-spec-augment", dest="spec_augment", action="store_false",
+                        help="train without SpecAugment masks (faster fitting while the model underfits)")
     parser.add_argument("--patience", type=int, default=4, help="epochs without dev WER gain before stopping")
     parser.add_argument("--save-minutes", type=float, default=5.0)
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this long")
