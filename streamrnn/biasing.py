@@ -14,6 +14,7 @@ class PhraseTrie:
         self.children: list[dict[str, int]] = [{}]
         self.complete: list[bool] = [False]
         self.words: set[str] = set()
+        self.prefixes: set[str] = set()
         for phrase in phrases:
             self.add(normalize(phrase))
 
@@ -21,6 +22,7 @@ class PhraseTrie:
         if not phrase:
             return
         self.words.update(phrase.split())
+        self.prefixes.update(w[:end] for w in phrase.split() for end in range(1, len(w) + 1))
         node = 0
         for ch in phrase:
             if ch not in self.children[node]:

@@ -162,6 +162,8 @@ class Decoder:
             if hyp.word_start < 0:
                 new.word_start, new.word_log_prob = self.step, 0.0
             new.word_log_prob += token_log_prob
+            if not self.known_prefix(new.current_word):
+                new.bonus -= self.config.lm_weight * self.config.unk_penalty
         if self.trie:
             at_word_start = not hyp.text or hyp.text[-1] == " "
             new.bias_node, new.bias_pending, earned = self.trie.advance(
@@ -178,11 +180,20 @@ class Decoder:
         new.words = hyp.words + ((word, hyp.word_start, hyp.last_step + 1, confidence),)
         new.word_start = -1
 
+    def known_prefix(self, partial_word: str) -> bool:
+        """Could this still become a word the LM or the session's phrases know?
+        Each character spelled past that point costs the unknown-word penalty,
+        so the beam cannot dodge the LM by running words together."""
+        if self.scorer is None or not partial_word:
+            return True
+        return partial_word in self.scorer.runner.vocabulary.prefixes or partial_word in self.trie.prefixes
+
     def lm_bonus(self, history: tuple, word: str) -> float:
         if self.scorer is None:
             return 0.0
         log_prob = self.scorer.log_prob(history, word)
-        if word not in self.scorer.runner.vocabulary and word not in self.trie.words:
+        known = word in self.scorer.runner.vocabulary or word in self.trie.words
+        if not known and self.known_prefix(word):  # a prefix of known words but none itself
             log_prob -= self.config.unk_penalty
         return self.config.lm_weight * log_prob
 

@@ -23,6 +23,7 @@ class Vocabulary:
     def __init__(self, words: list[str]):
         self.words = [BOUNDARY, UNKNOWN] + [w for w in words if w not in (BOUNDARY, UNKNOWN)]
         self.index = {w: i for i, w in enumerate(self.words)}
+        self.prefixes = word_prefixes(self.words[2:])
         self.boundary, self.unknown = 0, 1
 
     def __len__(self) -> int:
@@ -36,6 +37,11 @@ class Vocabulary:
 
     def ids(self, words) -> list[int]:
         return [self.id(w) for w in words]
+
+
+def word_prefixes(words) -> frozenset[str]:
+    """Every non-empty prefix of every word: what a speller may still be on its way to."""
+    return frozenset(word[:end] for word in words for end in range(1, len(word) + 1))
 
 
 class LanguageModel(nn.Module):
