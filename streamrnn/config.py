@@ -23,8 +23,8 @@ class DecoderConfig:
     method: str = "beam"
     beam_size: int = 8
     token_prune: float = 8.0
-    lm_weight: float = 0.5
-    word_bonus: float = 1.0
+    lm_weight: float = 0.3
+    word_bonus: float = 0.5
     unk_penalty: float = 4.0
     phrase_bonus: float = 1.5
 

@@ -13,7 +13,6 @@ import torch
 
 from .biasing import PhraseTrie
 from .config import DecoderConfig, EndpointConfig
-from .lm import WordScorer
 from .tokens import ALPHABET, BLANK, SPACE
 
 NEG_INF = -math.inf

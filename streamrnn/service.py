@@ -106,8 +106,8 @@ class RecognitionService:
 
     async def recognize(self, options: SessionOptions, audio: bytes) -> list[dict]:
         live = self.open(options, "unary")
-        await self.feed(live, audio)
-        return await self.finish(live)
+        events = await self.feed(live, audio)
+        return events + await self.finish(live)
 
     async def guarded(self, function, *args):
         try:

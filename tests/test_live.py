@@ -2,7 +2,6 @@
 import asyncio
 import json
 
-import pytest
 
 from streamrnn.client import GrpcClient, event_from_proto, file_chunks, paced, stream_audio, subscribe
 from streamrnn.transcribe import final_text, stream_file

@@ -1,5 +1,4 @@
 """Invariant 1: streaming equals offline, for any chunking, LSTM and GRU."""
-import numpy as np
 import pytest
 import torch
 
