@@ -84,9 +84,9 @@ class AcousticStream:
         self.pending = frames[usable:]
         if usable == 0:
             return torch.zeros(0, self.model.config.vocab)
-        log_probs, self.state = self.model(frames[None, :usable], self.state)
+        log_probs, self.state = self.model(frames[None, :usable].to(self.model.mean.device), self.state)
         self.steps += log_probs.shape[1]
-        return log_probs[0]
+        return log_probs[0].cpu()
 
 
 def config_dict(config: AcousticConfig) -> dict:
