@@ -6,7 +6,7 @@ carries the recurrent state (streaming). Both compute the same thing.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -74,7 +74,6 @@ class AcousticStream:
         self.model = model
         self.pending = torch.zeros(0, N_MELS)
         self.state = model.initial_state()
-        self.steps = 0
 
     @torch.inference_mode()
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
@@ -85,9 +84,5 @@ class AcousticStream:
         if usable == 0:
             return torch.zeros(0, self.model.config.vocab)
         log_probs, self.state = self.model(frames[None, :usable].to(self.model.mean.device), self.state)
-        self.steps += log_probs.shape[1]
         return log_probs[0].cpu()
 
-
-def config_dict(config: AcousticConfig) -> dict:
-    return asdict(config)

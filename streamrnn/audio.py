@@ -142,11 +142,9 @@ class Frontend:
         self.sample_rate = check_rate(sample_rate)
         self.resampler = StreamingResampler(sample_rate)
         self.features = StreamingFeatures()
-        self.samples_in = 0
 
     def __call__(self, samples: np.ndarray) -> torch.Tensor:
         samples = check_samples(np.asarray(samples, dtype=np.float32))
-        self.samples_in += len(samples)
         return self.features(self.resampler(samples))
 
     def flush(self) -> torch.Tensor:
