@@ -45,7 +45,13 @@ def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
         if len(data) % 4:
             raise AudioError(f"f32le audio must have a multiple of 4 bytes, got {len(data)}")
         return check_samples(np.frombuffer(data, dtype="<f4").astype(np.float32))
-    raise AudioError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    check_encoding(encoding)
+
+
+def check_encoding(encoding: str) -> str:
+    if encoding not in ENCODINGS:
+        raise AudioError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    return encoding
 
 
 def check_samples(samples: np.ndarray) -> np.ndarray:

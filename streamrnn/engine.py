@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .acoustic import AcousticStream
-from .audio import ENCODINGS, AudioError, Frontend, check_rate, decode_pcm
+from .audio import Frontend, check_encoding, check_rate, decode_pcm
 from .checkpoint import load_model
 from .config import Config, model_path
 from .decoding import Decoder, Utterance
@@ -35,8 +35,7 @@ class SessionOptions:
 
     def validate(self) -> "SessionOptions":
         check_rate(self.sample_rate)
-        if self.encoding not in ENCODINGS:
-            raise AudioError(f"unsupported encoding {self.encoding!r}; use one of {', '.join(ENCODINGS)}")
+        check_encoding(self.encoding)
         if self.suggestions is not None and not 0 <= self.suggestions <= MAX_SUGGESTIONS:
             raise ValueError(f"suggestions must be between 0 and {MAX_SUGGESTIONS}, got {self.suggestions}")
         if not isinstance(self.phrases, list) or not all(isinstance(p, str) for p in self.phrases):

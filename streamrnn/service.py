@@ -30,7 +30,6 @@ class LiveSession:
     id: str
     session: Session
     hub: Hub = field(default_factory=Hub)
-    started: float = field(default_factory=time.monotonic)
     notify: object = None  # async callable(events) that reaches the session's own client
 
 
