@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import remote
     remote.add_arguments(commands)
 
+    key = commands.add_parser("key", help="API keys for the daemon's [auth] section")
+    key.add_argument("action", choices=["new"], help="new: print a fresh random key and its config line")
+
     train = commands.add_parser("train", help="train the acoustic or language model")
     kinds = train.add_subparsers(dest="kind", required=True)
     from . import train_am, train_lm
@@ -107,6 +110,15 @@ def run_score(args) -> None:
     print(f"perplexity {result['perplexity']:.2f}")
 
 
+def run_key(args) -> None:
+    from .auth import key_config_line, new_secret
+    key = new_secret()
+    print(key)
+    print("# the key above is for the client; the daemon keeps only its hash: put this line under [auth]")
+    print("# in config.toml (or add the hash to the list there)")
+    print(key_config_line(key))
+
+
 def run_train(args) -> None:
     from . import train_am, train_lm
     (train_am if args.kind == "am" else train_lm).main(args)
@@ -119,7 +131,7 @@ def run_remote(args) -> None:
 
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
             "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
-            "train": run_train}
+            "key": run_key, "train": run_train}
 
 
 def main(argv=None) -> None:

@@ -2,6 +2,9 @@
 
     async for event in stream_audio("ws://127.0.0.1:8080", chunks, sample_rate=16000):
         print(event)
+
+Every call takes `api_key` (when the daemon has keys configured) and, for wss:// URLs,
+`ssl` (an ssl.SSLContext, e.g. from streamrnn.tls.client_context(ca="cert.pem")).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import numpy as np
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
 
 from .transcribe import load_for_streaming
 
@@ -43,10 +47,18 @@ async def _aiter(chunks):
             yield chunk
 
 
+def open_socket(url: str, path: str, api_key: str | None = None, ssl=None, headers: dict | None = None):
+    """A WebSocket to `path` on the daemon at `url`, with the key as a bearer header."""
+    headers = dict(headers or {})
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return connect(url.rstrip("/") + path, additional_headers=headers, ssl=ssl, max_size=None)
+
+
 async def stream_audio(url: str, chunks: Iterable[bytes] | AsyncIterable[bytes], raise_errors: bool = True,
-                       **config) -> AsyncIterator[dict]:
+                       api_key: str | None = None, ssl=None, **config) -> AsyncIterator[dict]:
     """Send audio chunks to /v1/recognize; yield every event until `end`."""
-    async with connect(url.rstrip("/") + "/v1/recognize", max_size=None) as ws:
+    async with open_socket(url, "/v1/recognize", api_key, ssl) as ws:
         await ws.send(json.dumps(config_message(**config)))
 
         async def send_all():
@@ -67,18 +79,26 @@ async def stream_audio(url: str, chunks: Iterable[bytes] | AsyncIterable[bytes],
             sender.cancel()
 
 
-async def subscribe(url: str, session_id: str) -> AsyncIterator[dict]:
-    """The live events of a session, until its end."""
-    async with connect(f"{url.rstrip('/')}/v1/subscribe/{session_id}") as ws:
-        async for message in ws:
-            event = json.loads(message)
-            if event["type"] == "error":
-                raise ServerError(event["code"], event["message"])
-            yield event
+async def subscribe(url: str, session_id: str, read_token: str, api_key: str | None = None,
+                    ssl=None) -> AsyncIterator[dict]:
+    """The live events of a session (its `session` event gives the read token), until its end.
+    A subscriber that reads too slowly is cut off: ServerError too_slow."""
+    async with open_socket(url, f"/v1/subscribe/{session_id}", api_key, ssl, {"X-Read-Token": read_token}) as ws:
+        try:
+            async for message in ws:
+                event = json.loads(message)
+                if event["type"] == "error":
+                    raise ServerError(event["code"], event["message"])
+                yield event
+        except ConnectionClosedError as err:
+            if err.rcvd is None or err.rcvd.code != 1008:
+                raise
+            raise ServerError(err.rcvd.reason, "the server closed the subscription") from err
 
 
-async def suggest(url: str, text: str, count: int | None = None) -> list[dict]:
-    async with connect(url.rstrip("/") + "/v1/suggest") as ws:
+async def suggest(url: str, text: str, count: int | None = None, api_key: str | None = None,
+                  ssl=None) -> list[dict]:
+    async with open_socket(url, "/v1/suggest", api_key, ssl) as ws:
         request = {"type": "suggest", "text": text, **({"count": count} if count else {})}
         await ws.send(json.dumps(request))
         event = json.loads(await ws.recv())
@@ -110,16 +130,23 @@ async def paced(chunks: list[bytes], seconds_per_chunk: float) -> AsyncIterator[
 
 
 class GrpcClient:
-    """Blocking gRPC client: `with GrpcClient("127.0.0.1:50051") as client: ...`."""
+    """Blocking gRPC client: `with GrpcClient("127.0.0.1:50051") as client: ...`.
+    `tls=True` for a daemon with [tls] set (`ca`: a PEM file to trust instead of the system's
+    CAs, e.g. a self-signed certificate); `api_key` goes with every call."""
 
-    def __init__(self, address: str, credentials=None):
+    def __init__(self, address: str, credentials=None, api_key: str | None = None, tls: bool = False,
+                 ca: str | None = None):
         import grpc
 
         from .proto import streamrnn_pb2 as pb
         from .proto import streamrnn_pb2_grpc as pb_grpc
+        from .tls import grpc_channel_credentials
         self.pb = pb
+        if credentials is None and (tls or ca):
+            credentials = grpc_channel_credentials(ca)
         self.channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
         self.stub = pb_grpc.RecognizerStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
     def __enter__(self):
         return self
@@ -141,19 +168,21 @@ class GrpcClient:
             for chunk in chunks:
                 yield self.pb.StreamingRecognizeRequest(audio=chunk)
             yield self.pb.StreamingRecognizeRequest(eof=True)
-        return self.stub.StreamingRecognize(requests())
+        return self.stub.StreamingRecognize(requests(), metadata=self.metadata)
 
     def recognize(self, audio: bytes, **config):
-        return self.stub.Recognize(self.pb.RecognizeRequest(config=self.config(**config), audio=audio))
+        return self.stub.Recognize(self.pb.RecognizeRequest(config=self.config(**config), audio=audio),
+                                   metadata=self.metadata)
 
-    def subscribe(self, session_id: str):
-        return self.stub.Subscribe(self.pb.SubscribeRequest(session_id=session_id))
+    def subscribe(self, session_id: str, read_token: str):
+        return self.stub.Subscribe(self.pb.SubscribeRequest(session_id=session_id, read_token=read_token),
+                                   metadata=self.metadata)
 
     def suggest(self, text: str, count: int = 0):
-        return self.stub.Suggest(self.pb.SuggestRequest(text=text, count=count))
+        return self.stub.Suggest(self.pb.SuggestRequest(text=text, count=count), metadata=self.metadata)
 
     def score(self, text: str):
-        return self.stub.Score(self.pb.ScoreRequest(text=text))
+        return self.stub.Score(self.pb.ScoreRequest(text=text), metadata=self.metadata)
 
 
 def event_from_proto(message) -> dict:

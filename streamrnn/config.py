@@ -52,12 +52,38 @@ class ServerConfig:
 
 
 @dataclass
+class AuthConfig:
+    api_key_sha256: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TlsConfig:
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass
+class LimitsConfig:
+    max_message_bytes: int = 1 << 20
+    grpc_max_message_bytes: int = 64 << 20
+    max_session_audio_s: float = 3600.0
+    idle_timeout_s: float = 60.0
+    max_realtime_factor: float = 0.0
+    realtime_burst_s: float = 30.0
+    subscriber_queue: int = 256
+    subscriber_max_finals: int = 64
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     suggestions: SuggestConfig = field(default_factory=SuggestConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 class ConfigError(ValueError):
@@ -74,7 +100,9 @@ def load_config(path: str | Path | None = None) -> Config:
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     merge(config, data, str(path))
-    resolve_model_paths(config.model, Path(path).resolve().parent)
+    base = Path(path).resolve().parent
+    resolve_model_paths(config.model, base)
+    resolve_tls_paths(config.tls, base)
     validate(config, str(path))
     return config
 
@@ -88,10 +116,32 @@ def validate(config: Config, where: str) -> None:
         (0 <= config.server.http_port < 65536, "server.http_port must be 0..65535"),
         (0 <= config.server.grpc_port < 65536, "server.grpc_port must be 0..65535"),
         (config.server.max_sessions >= 1, "server.max_sessions must be at least 1"),
+        (all(is_sha256(h) for h in config.auth.api_key_sha256),
+         "auth.api_key_sha256 entries must be 64 hex digits (make one with `streamrnn key new`)"),
+        (bool(config.tls.cert) == bool(config.tls.key), "tls.cert and tls.key must be set together"),
+        (config.limits.max_message_bytes >= 1024, "limits.max_message_bytes must be at least 1024"),
+        (config.limits.grpc_max_message_bytes >= 1024, "limits.grpc_max_message_bytes must be at least 1024"),
+        (config.limits.max_session_audio_s >= 0, "limits.max_session_audio_s must be 0 (no limit) or more"),
+        (config.limits.idle_timeout_s >= 0, "limits.idle_timeout_s must be 0 (no limit) or more"),
+        (config.limits.max_realtime_factor >= 0, "limits.max_realtime_factor must be 0 (off) or more"),
+        (config.limits.realtime_burst_s >= 0, "limits.realtime_burst_s must not be negative"),
+        (config.limits.subscriber_queue >= 1, "limits.subscriber_queue must be at least 1"),
+        (config.limits.subscriber_max_finals >= 1, "limits.subscriber_max_finals must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}")
+
+
+def is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
+
+
+def resolve_tls_paths(tls: TlsConfig, base: Path) -> None:
+    for key in ("cert", "key"):
+        value = getattr(tls, key)
+        if value and not Path(value).is_absolute():
+            setattr(tls, key, str(base / value))
 
 
 def resolve_model_paths(model: ModelConfig, base: Path) -> None:

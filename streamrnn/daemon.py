@@ -5,6 +5,8 @@ import asyncio
 import logging
 import signal
 
+from . import tls
+from .auth import KeyCheck
 from .config import Config
 from .engine import Recognizer
 from .grpc_server import start_grpc
@@ -16,16 +18,20 @@ log = logging.getLogger("streamrnn")
 
 async def serve(config: Config) -> None:
     server_config = config.server
+    ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
+    keys = KeyCheck(config.auth.api_key_sha256)
     recognizer = Recognizer(config)
-    service = RecognitionService(recognizer, server_config.max_sessions)
-    websocket = await WebSocketServer(service, server_config.require_config).serve(
+    service = RecognitionService(recognizer, server_config.max_sessions, config.limits)
+    websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(
         server_config.host, server_config.http_port)
     grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",
-                                   server_config.require_config)
+                                   server_config.require_config, credentials, keys)
     http_port = websocket.sockets[0].getsockname()[1]
     host = f"[{server_config.host}]" if ":" in server_config.host else server_config.host
-    log.info("ready: http and websocket on http://%s:%d, grpc on %s:%d (models on %s)",
-             host, http_port, host, grpc_server.bound_port, recognizer.device)
+    scheme, grpc_security = ("https", "tls") if ssl_context else ("http", "plain text")
+    log.info("ready: http and websocket on %s://%s:%d, grpc on %s:%d (models on %s; grpc %s; %s)",
+             scheme, host, http_port, host, grpc_server.bound_port, recognizer.device, grpc_security,
+             "api keys required" if keys.required else "no api keys")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,6 +1,7 @@
 """gRPC transport (package streamrnn.v1), with health checking and reflection."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -9,6 +10,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from . import telemetry
+from .auth import KeyCheck, bearer
 from .engine import SessionOptions
 from .proto import streamrnn_pb2 as pb
 from .proto import streamrnn_pb2_grpc as pb_grpc
@@ -16,8 +18,10 @@ from .service import RecognitionService, ServiceError
 
 log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
-STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "unknown_session": grpc.StatusCode.NOT_FOUND,
+STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCode.RESOURCE_EXHAUSTED,
+          "too_slow": grpc.StatusCode.RESOURCE_EXHAUSTED, "unknown_session": grpc.StatusCode.NOT_FOUND,
           "config_required": grpc.StatusCode.FAILED_PRECONDITION}
+OPEN_METHODS = "/grpc.health.v1.Health/"  # answers without a key, like /healthz
 ENCODINGS = {pb.PCM_S16LE: "pcm_s16le", pb.F32LE: "f32le"}
 
 
@@ -41,13 +45,43 @@ def to_proto(event: dict) -> pb.RecognitionEvent:
     if kind == "suggestions":
         return pb.RecognitionEvent(suggestions=pb.Suggestions(words=[pb.Suggestion(**w) for w in event["words"]]))
     if kind == "session":
-        return pb.RecognitionEvent(session=pb.SessionStarted(session_id=event["session_id"]))
+        return pb.RecognitionEvent(session=pb.SessionStarted(session_id=event["session_id"],
+                                                             read_token=event["read_token"]))
     return pb.RecognitionEvent(end=pb.SessionEnded(session_id=event["session_id"], reason=event["reason"]))
 
 
 async def abort(context, error: ServiceError):
     telemetry.ERRORS.labels(error.code).inc()
     await context.abort(STATUS.get(error.code, grpc.StatusCode.INVALID_ARGUMENT), error.message)
+
+
+class KeyInterceptor(grpc.aio.ServerInterceptor):
+    """With API keys configured, every method but health checks needs metadata
+    `authorization: Bearer KEY` (or `x-api-key: KEY`); else UNAUTHENTICATED."""
+
+    def __init__(self, keys: KeyCheck):
+        self.keys = keys
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        metadata = dict(details.invocation_metadata or ())
+        key = bearer(metadata.get("authorization")) or metadata.get("x-api-key")
+        if handler is None or details.method.startswith(OPEN_METHODS) or self.keys.valid(key):
+            return handler
+        return refusal(handler)
+
+
+def refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
+    async def refuse(request, context):
+        telemetry.ERRORS.labels("unauthenticated").inc()
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            "this server needs an API key: send metadata authorization: Bearer KEY")
+    kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+    make = kinds[handler.request_streaming, handler.response_streaming]
+    return make(refuse, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
 
 
 class RecognizerServicer(pb_grpc.RecognizerServicer):
@@ -70,20 +104,27 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             await abort(context, err)
         log.info("session %s start (grpc %s)", live.id, context.peer())
         try:
-            yield to_proto({"type": "session", "session_id": live.id})
+            yield to_proto(live.started_event())
             if pending_audio:
                 for event in await self.service.feed(live, pending_audio):
                     yield to_proto(event)
-            async for request in requests:
-                kind = request.WhichOneof("request")
+            reason = "eof"
+            while live.id in self.service.sessions:  # else finished by a limit
+                try:
+                    request = await asyncio.wait_for(anext(requests, None), self.service.idle_timeout)
+                except TimeoutError:
+                    reason = "idle"
+                    break
+                kind = request.WhichOneof("request") if request is not None else "eof"
                 if kind == "eof":
                     break
                 if kind != "audio":
                     raise ServiceError("bad_message", f"expected audio or eof after the config, got {kind}")
                 for event in await self.service.feed(live, request.audio):
                     yield to_proto(event)
-            for event in await self.service.finish(live):
-                yield to_proto(event)
+            if live.id in self.service.sessions:
+                for event in await self.service.finish(live, reason):
+                    yield to_proto(event)
         except ServiceError as err:
             for event in await self.service.finish(live):
                 yield to_proto(event)
@@ -105,15 +146,17 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
 
     async def Subscribe(self, request, context):
         try:
-            live, queue = self.service.subscribe(request.session_id)
+            live, subscription = self.service.subscribe(request.session_id, request.read_token)
         except ServiceError as err:
             await abort(context, err)
         telemetry.SUBSCRIBERS_ACTIVE.inc()
         try:
-            while (event := await queue.get()) is not None:
+            while (event := await subscription.get()) is not None:
+                if event["type"] == "error":  # cut off for being too slow
+                    await context.abort(STATUS[event["code"]], event["message"])
                 yield to_proto(event)
         finally:
-            live.hub.unsubscribe(queue)
+            live.hub.unsubscribe(subscription)
             telemetry.SUBSCRIBERS_ACTIVE.dec()
 
     async def Suggest(self, request, context):
@@ -132,8 +175,10 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
 
 
 async def start_grpc(service: RecognitionService, address: str, require_config: bool = False,
-                     credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
+                     credentials: grpc.ServerCredentials | None = None, keys: KeyCheck | None = None
+                     ) -> grpc.aio.Server:
+    server = grpc.aio.server(interceptors=[KeyInterceptor(keys or KeyCheck([]))],
+                             options=[("grpc.max_receive_message_length", service.limits.grpc_max_message_bytes)])
     pb_grpc.add_RecognizerServicer_to_server(RecognizerServicer(service, require_config), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

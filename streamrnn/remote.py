@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
-from websockets.exceptions import ConnectionClosed, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from .client import ServerError, file_chunks, paced, stream_audio, subscribe
+from .tls import client_context
 
 
 class Printer:
@@ -22,7 +24,8 @@ class Printer:
         if self.as_json:
             print(json.dumps(event), flush=True)
         elif event["type"] == "session":
-            print(f"# session {event['session_id']}", file=sys.stderr, flush=True)
+            print(f"# session {event['session_id']}; follow it with: streamrnn subscribe {event['session_id']} "
+                  f"{event['read_token']}", file=sys.stderr, flush=True)
         elif event["type"] == "partial" and self.live:
             print(f"\r\033[K{event['text']}", end="", flush=True)
         elif event["type"] == "final":
@@ -35,14 +38,22 @@ async def stream_file_command(args) -> None:
     printer = Printer(args.json)
     chunks, rate = file_chunks(args.audio, args.chunk_ms)
     source = paced(chunks, args.chunk_ms / 1000) if args.realtime else chunks
-    async for event in stream_audio(args.url, source, sample_rate=rate, phrases=args.phrase):
+    async for event in stream_audio(args.url, source, sample_rate=rate, phrases=args.phrase, **connection(args)):
         printer(event)
 
 
 async def subscribe_command(args) -> None:
     printer = Printer(args.json)
-    async for event in subscribe(args.url, args.session_id):
+    async for event in subscribe(args.url, args.session_id, args.read_token, **connection(args)):
         printer(event)
+
+
+def connection(args) -> dict:
+    """The key and, for wss:// URLs, the TLS settings the client functions take."""
+    secure = args.url.startswith("wss://")
+    if (args.ca or args.insecure) and not secure:
+        raise SystemExit("streamrnn: --ca and --insecure are for wss:// URLs")
+    return {"api_key": args.api_key, "ssl": client_context(args.ca, args.insecure) if secure else None}
 
 
 def import_sounddevice():
@@ -80,7 +91,7 @@ async def mic_command(args) -> None:
     while True:
         try:
             async for event in stream_audio(args.url, microphone_chunks(sounddevice, args.device, rate, 100),
-                                            sample_rate=rate, phrases=args.phrase):
+                                            sample_rate=rate, phrases=args.phrase, **connection(args)):
                 printer(event)
                 delay = 1.0
             return
@@ -90,17 +101,25 @@ async def mic_command(args) -> None:
             delay = min(delay * 2, 30.0)
 
 
+def add_connection_arguments(parser) -> None:
+    parser.add_argument("--url", default="ws://127.0.0.1:8080", help="daemon address (ws:// or wss://)")
+    parser.add_argument("--api-key", default=os.environ.get("STREAMRNN_API_KEY"),
+                        help="API key, when the daemon needs one (default: $STREAMRNN_API_KEY)")
+    parser.add_argument("--ca", help="PEM file of the certificate (or CA) to trust for wss:// "
+                                     "(e.g. the daemon's self-signed certificate)")
+    parser.add_argument("--insecure", action="store_true", help="wss:// without checking the certificate")
+
+
 def add_arguments(commands) -> None:
-    url = dict(default="ws://127.0.0.1:8080", help="daemon address (ws:// or wss://)")
     stream = commands.add_parser("stream", help="stream an audio file to a running daemon")
     stream.add_argument("audio")
-    stream.add_argument("--url", **url)
+    add_connection_arguments(stream)
     stream.add_argument("--realtime", action="store_true", help="pace the audio as if it were live")
     stream.add_argument("--chunk-ms", type=int, default=100)
     stream.add_argument("--phrase", action="append", default=[])
     stream.add_argument("--json", action="store_true")
     mic = commands.add_parser("mic", help="stream the microphone to a running daemon")
-    mic.add_argument("--url", **url)
+    add_connection_arguments(mic)
     mic.add_argument("--device", help="input device number or name (see --list-devices)")
     mic.add_argument("--list-devices", action="store_true")
     mic.add_argument("--rate", type=int, default=0, help="sample rate (default: the device's)")
@@ -108,7 +127,8 @@ def add_arguments(commands) -> None:
     mic.add_argument("--json", action="store_true")
     follow = commands.add_parser("subscribe", help="print a live session's transcript")
     follow.add_argument("session_id")
-    follow.add_argument("--url", **url)
+    follow.add_argument("read_token", help="the session's read token (its client was given it)")
+    add_connection_arguments(follow)
     follow.add_argument("--json", action="store_true")
 
 
@@ -120,5 +140,9 @@ def run(args) -> None:
         asyncio.run(COMMANDS[args.command](args))
     except ServerError as err:
         raise SystemExit(f"streamrnn: server error {err}") from err
+    except InvalidStatus as err:
+        status = err.response.status_code
+        hint = " (it needs an API key: --api-key or $STREAMRNN_API_KEY)" if status == 401 else ""
+        raise SystemExit(f"streamrnn: {args.url} refused the connection with HTTP {status}{hint}") from err
     except (OSError, InvalidURI) as err:
         raise SystemExit(f"streamrnn: cannot reach {args.url}: {err}") from err

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from . import telemetry
 from .audio import AudioError
+from .auth import new_secret, same_secret
+from .config import LimitsConfig
 from .engine import Recognizer, Session, SessionOptions
-from .hub import Hub
+from .hub import Hub, Subscription
 
 
 class ServiceError(Exception):
@@ -31,12 +33,19 @@ class LiveSession:
     session: Session
     hub: Hub = field(default_factory=Hub)
     notify: object = None  # async callable(events) that reaches the session's own client
+    read_token: str = field(default_factory=new_secret)  # what a subscriber must show
+    audio_bytes: int = 0
+    opened: float = field(default_factory=time.monotonic)
+
+    def started_event(self) -> dict:
+        return {"type": "session", "session_id": self.id, "read_token": self.read_token}
 
 
 class RecognitionService:
-    def __init__(self, recognizer: Recognizer, max_sessions: int = 256):
+    def __init__(self, recognizer: Recognizer, max_sessions: int = 256, limits: LimitsConfig | None = None):
         self.recognizer = recognizer
         self.max_sessions = max_sessions
+        self.limits = limits or LimitsConfig()
         self.sessions: dict[str, LiveSession] = {}
         # One engine thread: torch work is serialised and the event loop stays free.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
@@ -57,7 +66,15 @@ class RecognitionService:
         telemetry.SESSIONS_TOTAL.labels(transport).inc()
         return live
 
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds a client may stay silent (for asyncio.wait_for); None: no limit."""
+        return self.limits.idle_timeout_s or None
+
     async def feed(self, live: LiveSession, audio: bytes) -> list[dict]:
+        """The chunk's events; at the session's audio limit, its last final and `end` too."""
+        self.check_pace(live, len(audio))
+        audio, at_limit = self.within_duration(live, audio)
         started = time.perf_counter()
         try:
             events = await self.run(live.session.feed, audio)
@@ -66,10 +83,34 @@ class RecognitionService:
         except ValueError as err:
             raise ServiceError("session_closed", str(err)) from err
         elapsed = time.perf_counter() - started
+        live.audio_bytes += len(audio)
         telemetry.CHUNK_LATENCY.observe(elapsed)
         telemetry.COMPUTE_SECONDS.inc(elapsed)
         telemetry.AUDIO_SECONDS.inc(len(audio) / live.session.bytes_per_second)
-        return self.publish(live, events)
+        events = self.publish(live, events)
+        if at_limit:
+            events += await self.finish(live, "max_duration")
+        return events
+
+    def check_pace(self, live: LiveSession, size: int) -> None:
+        """Refuse audio that runs ahead of max_realtime_factor x real time by more than the burst."""
+        factor, burst = self.limits.max_realtime_factor, self.limits.realtime_burst_s
+        if not factor:
+            return
+        seconds = (live.audio_bytes + size) / live.session.bytes_per_second
+        if seconds > burst + factor * (time.monotonic() - live.opened):
+            raise ServiceError("too_fast", f"audio is arriving faster than {factor:g}x real time (beyond a "
+                                           f"{burst:g} s burst); this chunk was dropped: send audio at its pace")
+
+    def within_duration(self, live: LiveSession, audio: bytes) -> tuple[bytes, bool]:
+        """The part of the chunk within max_session_audio_s, and whether the limit is reached."""
+        if not self.limits.max_session_audio_s:
+            return audio, False
+        bytes_per_second = live.session.bytes_per_second
+        sample_bytes = bytes_per_second // live.session.options.sample_rate
+        limit = int(self.limits.max_session_audio_s * live.session.options.sample_rate) * sample_bytes
+        room = limit - live.audio_bytes
+        return (audio[:room], True) if len(audio) >= room else (audio, False)
 
     async def finish(self, live: LiveSession, reason: str = "eof") -> list[dict]:
         """Last final, then `end` with why it ended (eof, disconnect, shutdown); subscribers are
@@ -88,14 +129,16 @@ class RecognitionService:
 
     def publish(self, live: LiveSession, events: list[dict]) -> list[dict]:
         telemetry.FINALS.inc(sum(e["type"] == "final" for e in events))
-        live.hub.publish(events)
+        for _ in live.hub.publish(events):
+            telemetry.ERRORS.labels("too_slow").inc()
         return events
 
-    def subscribe(self, session_id: str) -> tuple[LiveSession, asyncio.Queue]:
+    def subscribe(self, session_id: str, read_token: str | None) -> tuple[LiveSession, Subscription]:
+        """A subscription to a live session; an unknown id and a wrong token get the same refusal."""
         live = self.sessions.get(session_id)
-        if live is None:
-            raise ServiceError("unknown_session", f"no live session with id {session_id!r}")
-        return live, live.hub.subscribe()
+        if live is None or not same_secret(read_token, live.read_token):
+            raise ServiceError("unknown_session", f"no live session {session_id!r} with that read token")
+        return live, live.hub.subscribe(self.limits.subscriber_queue, self.limits.subscriber_max_finals)
 
     async def suggest(self, text: str, count: int | None) -> list[dict]:
         return await self.guarded(self.recognizer.suggest, text, count)
@@ -105,8 +148,11 @@ class RecognitionService:
 
     async def recognize(self, options: SessionOptions, audio: bytes) -> list[dict]:
         live = self.open(options, "unary")
-        events = await self.feed(live, audio)
-        return events + await self.finish(live)
+        try:
+            events = await self.feed(live, audio)
+            return events + (await self.finish(live) if live.id in self.sessions else [])
+        finally:
+            self.close(live)  # also when the audio was bad
 
     async def guarded(self, function, *args):
         try:

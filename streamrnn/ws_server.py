@@ -2,10 +2,14 @@
 /v1/suggest, and /, /healthz, /metrics."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from importlib import resources
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -13,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import telemetry
+from .auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
 from .engine import SessionOptions
 from .service import RecognitionService, ServiceError
 
@@ -20,13 +25,52 @@ log = logging.getLogger("streamrnn.ws")
 WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
              "/app.js": ("app.js", "text/javascript; charset=utf-8"),
              "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8")}
-MAX_MESSAGE_BYTES = 1 << 20
+# What the kernel and the transport may hold for a subscriber. Small, so that a subscriber
+# that stops reading shows up in its Subscription (partials dropped, then cut off) instead
+# of megabytes of stale events piling up in socket buffers; transcripts are a few kB/s.
+SUBSCRIBER_SEND_BUFFER = 8192
 
 
-def http_response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+def http_response(status: HTTPStatus, body: bytes, content_type: str, *extra: tuple[str, str]) -> Response:
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store")])
+                       ("Cache-Control", "no-store"), *extra])
     return Response(status.value, status.phrase, headers, body)
+
+
+def web_file(name: str) -> bytes:
+    return resources.files("streamrnn.web").joinpath(name).read_bytes()
+
+
+def unauthorized(path: str) -> Response:
+    """401; a browser asking for the page gets a form for the key instead of a bare refusal."""
+    challenge = ("WWW-Authenticate", 'Bearer realm="streamrnn"')
+    if path == "/":
+        return http_response(HTTPStatus.UNAUTHORIZED, web_file("key.html"), "text/html; charset=utf-8", challenge)
+    body = b"this server needs an API key: send the header Authorization: Bearer KEY (or X-API-Key: KEY)\n"
+    return http_response(HTTPStatus.UNAUTHORIZED, body, "text/plain", challenge)
+
+
+def cookie_key(headers: Headers) -> str | None:
+    """The key a browser keeps in its cookie, honoured only from this site's own pages
+    (no Origin, or Origin equal to Host), so other sites cannot use it (CSWSH)."""
+    origin = headers.get("Origin")
+    if origin and urlsplit(origin).netloc != headers.get("Host"):
+        return None
+    try:
+        cookie = SimpleCookie(headers.get("Cookie", ""))
+    except CookieError:
+        return None
+    return cookie[COOKIE].value if COOKIE in cookie else None
+
+
+def first(query: dict[str, list[str]], name: str) -> str | None:
+    return query.get(name, [None])[0]
+
+
+def limit_send_buffer(connection: ServerConnection) -> None:
+    connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                              SUBSCRIBER_SEND_BUFFER)
+    connection.transport.set_write_buffer_limits(high=SUBSCRIBER_SEND_BUFFER)
 
 
 def options_from(message: dict) -> SessionOptions:
@@ -57,24 +101,30 @@ def parse_json(text: str) -> dict:
 
 
 class WebSocketServer:
-    def __init__(self, service: RecognitionService, require_config: bool = False):
+    def __init__(self, service: RecognitionService, require_config: bool = False, keys: KeyCheck | None = None,
+                 ssl_context=None):
         self.service = service
         self.require_config = require_config
+        self.keys = keys or KeyCheck([])
+        self.ssl_context = ssl_context
 
     def serve(self, host: str, port: int, **kwargs):
-        return serve(self.route, host, port, process_request=self.process_request,
-                     max_size=MAX_MESSAGE_BYTES, **kwargs)
+        return serve(self.route, host, port, process_request=self.process_request, ssl=self.ssl_context,
+                     max_size=self.service.limits.max_message_bytes, **kwargs)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?")[0]
+        url = urlsplit(request.path)
+        path = url.path
         if path == "/healthz":
             return http_response(HTTPStatus.OK, b"ok\n", "text/plain")
+        refusal = self.check_key(request, path, parse_qs(url.query))
+        if refusal:
+            return refusal
         if path == "/metrics":
             return http_response(HTTPStatus.OK, telemetry.exposition(), telemetry.CONTENT_TYPE)
         if path in WEB_FILES:
             name, content_type = WEB_FILES[path]
-            body = resources.files("streamrnn.web").joinpath(name).read_bytes()
-            return http_response(HTTPStatus.OK, body, content_type)
+            return http_response(HTTPStatus.OK, web_file(name), content_type)
         if path in ("/v1/recognize", "/v1/suggest") or path.startswith("/v1/subscribe/"):
             if request.headers.get("Upgrade", "").lower() != "websocket":
                 return http_response(HTTPStatus.UPGRADE_REQUIRED, b"this endpoint speaks WebSocket\n",
@@ -82,15 +132,34 @@ class WebSocketServer:
             return None
         return http_response(HTTPStatus.NOT_FOUND, f"no such path: {path}\n".encode(), "text/plain")
 
+    def check_key(self, request: Request, path: str, query: dict) -> Response | None:
+        """None when the request may go on; else the 401, or for a browser that brought the key
+        in the query, a redirect that keeps it in a cookie and takes it out of the address bar."""
+        if not self.keys.required:
+            return None
+        headers = request.headers
+        key = bearer(headers.get("Authorization")) or headers.get("X-API-Key") or first(query, QUERY_KEY)
+        if self.keys.valid(key):
+            return self.keep_key_in_cookie(path, key) if first(query, QUERY_KEY) and path in WEB_FILES else None
+        return None if self.keys.valid(cookie_key(headers)) else unauthorized(path)
+
+    def keep_key_in_cookie(self, path: str, key: str) -> Response:
+        cookie = SimpleCookie()
+        cookie[COOKIE] = key
+        cookie[COOKIE].update({"path": "/", "httponly": True, "samesite": "Strict", "secure": bool(self.ssl_context)})
+        return http_response(HTTPStatus.SEE_OTHER, b"", "text/plain", ("Location", path),
+                             ("Set-Cookie", cookie[COOKIE].OutputString()))
+
     async def route(self, connection: ServerConnection) -> None:
-        path = connection.request.path.split("?")[0]
+        url = urlsplit(connection.request.path)
         try:
-            if path == "/v1/recognize":
+            if url.path == "/v1/recognize":
                 await self.recognize(connection)
-            elif path == "/v1/suggest":
+            elif url.path == "/v1/suggest":
                 await self.suggest(connection)
             else:
-                await self.subscribe(connection, path.removeprefix("/v1/subscribe/"))
+                token = first(parse_qs(url.query), QUERY_READ_TOKEN) or connection.request.headers.get("X-Read-Token")
+                await self.subscribe(connection, url.path.removeprefix("/v1/subscribe/"), token)
         except ConnectionClosed:
             pass
 
@@ -104,12 +173,15 @@ class WebSocketServer:
 
     async def open_session(self, connection: ServerConnection):
         """The session from a first config message, or with defaults if audio comes first."""
-        first = await connection.recv()
-        if isinstance(first, bytes):
+        try:
+            opening = await asyncio.wait_for(connection.recv(), self.service.idle_timeout)
+        except TimeoutError:
+            raise ServiceError("idle", f"no config or audio came in {self.service.idle_timeout:g} s") from None
+        if isinstance(opening, bytes):
             if self.require_config:
                 raise ServiceError("config_required", "send a config message before any audio")
-            return self.service.open(SessionOptions(), "websocket"), first
-        message = parse_json(first)
+            return self.service.open(SessionOptions(), "websocket"), opening
+        message = parse_json(opening)
         if message["type"] != "config":
             raise ServiceError("config_required", f'the first message must be config, got {message["type"]!r}')
         return self.service.open(options_from(message), "websocket"), None
@@ -124,7 +196,7 @@ class WebSocketServer:
         log.info("session %s start (websocket %s)", live.id, connection.remote_address)
         live.notify = lambda events: self.send(connection, events)
         try:
-            await self.send(connection, [{"type": "session", "session_id": live.id}])
+            await self.send(connection, [live.started_event()])
             if pending_audio:
                 await self.send(connection, await self.service.feed(live, pending_audio))
             await self.stream(connection, live)
@@ -134,8 +206,11 @@ class WebSocketServer:
             log.info("session %s end (%d finals)", live.id, live.session.finals)
 
     async def stream(self, connection: ServerConnection, live) -> None:
-        async for message in connection:
-            if live.id not in self.service.sessions:  # finished by a server shutdown
+        while live.id in self.service.sessions:  # else finished by a limit or a server shutdown
+            try:
+                message = await asyncio.wait_for(connection.recv(), self.service.idle_timeout)
+            except TimeoutError:
+                await self.send(connection, await self.service.finish(live, "idle"))
                 return
             try:
                 if isinstance(message, bytes):
@@ -149,21 +224,44 @@ class WebSocketServer:
             except ServiceError as err:
                 await self.send_error(connection, err)
 
-    async def subscribe(self, connection: ServerConnection, session_id: str) -> None:
+    async def subscribe(self, connection: ServerConnection, session_id: str, read_token: str | None) -> None:
         try:
-            live, queue = self.service.subscribe(session_id)
+            live, subscription = self.service.subscribe(session_id, read_token)
         except ServiceError as err:
             await self.send_error(connection, err)
             await connection.close(1008, err.code)
             return
+        limit_send_buffer(connection)
         telemetry.SUBSCRIBERS_ACTIVE.inc()
+        forwarding = asyncio.ensure_future(self.forward(connection, subscription))
+        cut = asyncio.ensure_future(subscription.cut.wait())
         try:
-            while (event := await queue.get()) is not None:
-                await connection.send(json.dumps(event))
-            await connection.close()
+            await asyncio.wait([forwarding, cut], return_when=asyncio.FIRST_COMPLETED)
+            if subscription.cut.is_set():  # the forwarder may be stuck on a peer that does not read
+                forwarding.cancel()
+                await self.close_slow(connection, subscription.error()["message"])
+            else:
+                forwarding.result()
+                await connection.close()
         finally:
-            live.hub.unsubscribe(queue)
+            forwarding.cancel()
+            cut.cancel()
+            live.hub.unsubscribe(subscription)
             telemetry.SUBSCRIBERS_ACTIVE.dec()
+
+    async def forward(self, connection: ServerConnection, subscription) -> None:
+        while (event := await subscription.get()) is not None:
+            await connection.send(json.dumps(event))
+
+    async def close_slow(self, connection: ServerConnection, message: str) -> None:
+        """Close code 1008, reason too_slow, queued behind what the peer has not read yet;
+        a peer that reads nothing more is dropped after the close timeout."""
+        log.info("subscriber %s cut off: %s", connection.remote_address, message)
+        try:
+            async with asyncio.timeout(connection.close_timeout):
+                await connection.close(1008, "too_slow")
+        except TimeoutError:
+            connection.transport.abort()
 
     async def suggest(self, connection: ServerConnection) -> None:
         async for message in connection:

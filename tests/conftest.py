@@ -78,13 +78,19 @@ def daemon():
     server.stop()
 
 
+def tiny_daemon_config(tiny_models, folder: Path, extra: str = "") -> Path:
+    """A config.toml for a daemon with the tiny models, plus the `extra` TOML sections."""
+    path = folder / "config.toml"
+    path.write_text(f'[model]\nacoustic_model = "{tiny_models["lstm"]}"\nlanguage_model = "{tiny_models["lm"]}"\n'
+                    + extra)
+    return path
+
+
 @pytest.fixture(scope="session")
 def strict_daemon(tiny_models, tmp_path_factory):
     """A daemon with tiny models that demands a config first and takes at most 3 sessions."""
     from daemon import Daemon
-    path = tmp_path_factory.mktemp("strict") / "config.toml"
-    path.write_text(f'[model]\nacoustic_model = "{tiny_models["lstm"]}"\nlanguage_model = "{tiny_models["lm"]}"\n'
-                    "[server]\nrequire_config = true\nmax_sessions = 3\n")
-    server = Daemon(path)
+    server = Daemon(tiny_daemon_config(tiny_models, tmp_path_factory.mktemp("strict"),
+                                       "[server]\nrequire_config = true\nmax_sessions = 3\n"))
     yield server
     server.stop()

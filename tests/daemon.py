@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-READY = re.compile(r"ready: http and websocket on http://([\d.]+):(\d+), grpc on [\d.]+:(\d+)")
+READY = re.compile(r"ready: http and websocket on (https?)://([\d.]+):(\d+), grpc on [\d.]+:(\d+)")
 
 
 class Daemon:
@@ -18,14 +18,16 @@ class Daemon:
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.lines: list[str] = []
         self.ports: tuple[int, int] | None = None
+        self.scheme = "http"
         self.ready = threading.Event()
         threading.Thread(target=self.read_log, daemon=True).start()
         if not self.ready.wait(timeout) or self.ports is None:
             self.stop()
             raise RuntimeError("daemon did not get ready:\n" + self.log)
         self.http_port, self.grpc_port = self.ports
-        self.url = f"ws://127.0.0.1:{self.http_port}"
-        self.http = f"http://127.0.0.1:{self.http_port}"
+        secure = "s" if self.scheme == "https" else ""
+        self.url = f"ws{secure}://127.0.0.1:{self.http_port}"
+        self.http = f"{self.scheme}://127.0.0.1:{self.http_port}"
         self.grpc = f"127.0.0.1:{self.grpc_port}"
 
     def read_log(self) -> None:
@@ -34,7 +36,8 @@ class Daemon:
             self.lines.append(line)
             match = READY.search(line)
             if match:
-                self.ports = int(match.group(2)), int(match.group(3))
+                self.scheme = match.group(1)
+                self.ports = int(match.group(3)), int(match.group(4))
                 self.ready.set()
         self.ready.set()
 

@@ -49,11 +49,11 @@ def test_subscriber_joining_mid_stream_sees_every_later_event(daemon):
         async for event in stream_audio(daemon.url, paced(chunks, 0.1), sample_rate=rate):
             speaker.append(event)
             if event["type"] == "partial" and listener is None:
-                listener = asyncio.create_task(listen(speaker[0]["session_id"]))
+                listener = asyncio.create_task(listen(speaker[0]["session_id"], speaker[0]["read_token"]))
         return speaker, await listener
 
-    async def listen(session_id):
-        return [e async for e in subscribe(daemon.url, session_id)]
+    async def listen(session_id, read_token):
+        return [e async for e in subscribe(daemon.url, session_id, read_token)]
 
     speaker, received = asyncio.run(scenario())
     assert received and received[-1]["type"] == "end"

@@ -85,10 +85,10 @@ def test_bad_message_mid_stream_keeps_the_session(strict_daemon, message, code):
 def test_unknown_session_cannot_be_subscribed(strict_daemon):
     events = asyncio.run(ws_exchange(strict_daemon.url, "/v1/subscribe/no-such-session", []))
     assert events == [{"type": "error", "code": "unknown_session",
-                       "message": "no live session with id 'no-such-session'"}]
+                       "message": "no live session 'no-such-session' with that read token"}]
     with GrpcClient(strict_daemon.grpc) as client:
         with pytest.raises(grpc.RpcError) as info:
-            list(client.subscribe("no-such-session"))
+            list(client.subscribe("no-such-session", "some-token"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -135,7 +135,7 @@ def test_grpc_events_match_websocket_events(strict_daemon):
     with GrpcClient(strict_daemon.grpc) as client:
         grpc_events = [event_from_proto(m) for m in
                        client.streaming_recognize(noise_chunks(), encoding="f32le", suggestions=2)]
-    strip = lambda events: [{k: v for k, v in e.items() if k != "session_id"} for e in events]
+    strip = lambda events: [{k: v for k, v in e.items() if k not in ("session_id", "read_token")} for e in events]
     assert json.loads(json.dumps(strip(grpc_events)), parse_float=lambda x: round(float(x), 3)) == \
         json.loads(json.dumps(strip(ws_events)), parse_float=lambda x: round(float(x), 3))
 

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstreamrnn/proto/streamrnn.proto\x12\x0cstreamrnn.v1\"\xab\x01\n\x11RecognitionConfig\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12-\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1b.streamrnn.v1.AudioEncoding\x12\x17\n\x0finterim_results\x18\x03 \x01(\x08\x12\x18\n\x0bsuggestions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07phrases\x18\x05 \x03(\tB\x0e\n\x0c_suggestions\"y\n\x19StreamingRecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamrnn.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\r\n\x03\x65of\x18\x03 \x01(\x08H\x00\x42\t\n\x07request\"B\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x02\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x02\x12\x0c\n\x04\x63onf\x18\x04 \x01(\x02\"Y\n\x06Result\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x02\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x02\x12%\n\x05words\x18\x04 \x03(\x0b\x32\x16.streamrnn.v1.WordInfo\"%\n\nSuggestion\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\t\n\x01p\x18\x02 \x01(\x02\"6\n\x0bSuggestions\x12\'\n\x05words\x18\x01 \x03(\x0b\x32\x18.streamrnn.v1.Suggestion\"$\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\"2\n\x0cSessionEnded\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xf9\x01\n\x10RecognitionEvent\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1c.streamrnn.v1.SessionStartedH\x00\x12\'\n\x07partial\x18\x02 \x01(\x0b\x32\x14.streamrnn.v1.ResultH\x00\x12%\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x14.streamrnn.v1.ResultH\x00\x12\x30\n\x0bsuggestions\x18\x04 \x01(\x0b\x32\x19.streamrnn.v1.SuggestionsH\x00\x12)\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.streamrnn.v1.SessionEndedH\x00\x42\x07\n\x05\x65vent\"R\n\x10RecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamrnn.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"H\n\x11RecognizeResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.streamrnn.v1.Result\x12\x0c\n\x04text\x18\x02 \x01(\t\"&\n\x10SubscribeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"-\n\x0eSuggestRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\":\n\x0fSuggestResponse\x12\'\n\x05words\x18\x01 \x03(\x0b\x32\x18.streamrnn.v1.Suggestion\"\x1c\n\x0cScoreRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"C\n\rScoreResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08log_prob\x18\x02 \x01(\x01\x12\x12\n\nperplexity\x18\x03 \x01(\x01*)\n\rAudioEncoding\x12\r\n\tPCM_S16LE\x10\x00\x12\t\n\x05\x46\x33\x32LE\x10\x01\x32\x96\x03\n\nRecognizer\x12\x61\n\x12StreamingRecognize\x12\'.streamrnn.v1.StreamingRecognizeRequest\x1a\x1e.streamrnn.v1.RecognitionEvent(\x01\x30\x01\x12L\n\tRecognize\x12\x1e.streamrnn.v1.RecognizeRequest\x1a\x1f.streamrnn.v1.RecognizeResponse\x12M\n\tSubscribe\x12\x1e.streamrnn.v1.SubscribeRequest\x1a\x1e.streamrnn.v1.RecognitionEvent0\x01\x12\x46\n\x07Suggest\x12\x1c.streamrnn.v1.SuggestRequest\x1a\x1d.streamrnn.v1.SuggestResponse\x12@\n\x05Score\x12\x1a.streamrnn.v1.ScoreRequest\x1a\x1b.streamrnn.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstreamrnn/proto/streamrnn.proto\x12\x0cstreamrnn.v1\"\xab\x01\n\x11RecognitionConfig\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12-\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1b.streamrnn.v1.AudioEncoding\x12\x17\n\x0finterim_results\x18\x03 \x01(\x08\x12\x18\n\x0bsuggestions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07phrases\x18\x05 \x03(\tB\x0e\n\x0c_suggestions\"y\n\x19StreamingRecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamrnn.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\r\n\x03\x65of\x18\x03 \x01(\x08H\x00\x42\t\n\x07request\"B\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x02\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x02\x12\x0c\n\x04\x63onf\x18\x04 \x01(\x02\"Y\n\x06Result\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x02\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x02\x12%\n\x05words\x18\x04 \x03(\x0b\x32\x16.streamrnn.v1.WordInfo\"%\n\nSuggestion\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\t\n\x01p\x18\x02 \x01(\x02\"6\n\x0bSuggestions\x12\'\n\x05words\x18\x01 \x03(\x0b\x32\x18.streamrnn.v1.Suggestion\"8\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nread_token\x18\x02 \x01(\t\"2\n\x0cSessionEnded\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xf9\x01\n\x10RecognitionEvent\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1c.streamrnn.v1.SessionStartedH\x00\x12\'\n\x07partial\x18\x02 \x01(\x0b\x32\x14.streamrnn.v1.ResultH\x00\x12%\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x14.streamrnn.v1.ResultH\x00\x12\x30\n\x0bsuggestions\x18\x04 \x01(\x0b\x32\x19.streamrnn.v1.SuggestionsH\x00\x12)\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.streamrnn.v1.SessionEndedH\x00\x42\x07\n\x05\x65vent\"R\n\x10RecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamrnn.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"H\n\x11RecognizeResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.streamrnn.v1.Result\x12\x0c\n\x04text\x18\x02 \x01(\t\":\n\x10SubscribeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nread_token\x18\x02 \x01(\t\"-\n\x0eSuggestRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\":\n\x0fSuggestResponse\x12\'\n\x05words\x18\x01 \x03(\x0b\x32\x18.streamrnn.v1.Suggestion\"\x1c\n\x0cScoreRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"C\n\rScoreResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08log_prob\x18\x02 \x01(\x01\x12\x12\n\nperplexity\x18\x03 \x01(\x01*)\n\rAudioEncoding\x12\r\n\tPCM_S16LE\x10\x00\x12\t\n\x05\x46\x33\x32LE\x10\x01\x32\x96\x03\n\nRecognizer\x12\x61\n\x12StreamingRecognize\x12\'.streamrnn.v1.StreamingRecognizeRequest\x1a\x1e.streamrnn.v1.RecognitionEvent(\x01\x30\x01\x12L\n\tRecognize\x12\x1e.streamrnn.v1.RecognizeRequest\x1a\x1f.streamrnn.v1.RecognizeResponse\x12M\n\tSubscribe\x12\x1e.streamrnn.v1.SubscribeRequest\x1a\x1e.streamrnn.v1.RecognitionEvent0\x01\x12\x46\n\x07Suggest\x12\x1c.streamrnn.v1.SuggestRequest\x1a\x1d.streamrnn.v1.SuggestResponse\x12@\n\x05Score\x12\x1a.streamrnn.v1.ScoreRequest\x1a\x1b.streamrnn.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamrnn.proto.streamrnn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1346
-  _globals['_AUDIOENCODING']._serialized_end=1387
+  _globals['_AUDIOENCODING']._serialized_start=1386
+  _globals['_AUDIOENCODING']._serialized_end=1427
   _globals['_RECOGNITIONCONFIG']._serialized_start=50
   _globals['_RECOGNITIONCONFIG']._serialized_end=221
   _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=223
@@ -46,25 +46,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUGGESTIONS']._serialized_start=544
   _globals['_SUGGESTIONS']._serialized_end=598
   _globals['_SESSIONSTARTED']._serialized_start=600
-  _globals['_SESSIONSTARTED']._serialized_end=636
-  _globals['_SESSIONENDED']._serialized_start=638
-  _globals['_SESSIONENDED']._serialized_end=688
-  _globals['_RECOGNITIONEVENT']._serialized_start=691
-  _globals['_RECOGNITIONEVENT']._serialized_end=940
-  _globals['_RECOGNIZEREQUEST']._serialized_start=942
-  _globals['_RECOGNIZEREQUEST']._serialized_end=1024
-  _globals['_RECOGNIZERESPONSE']._serialized_start=1026
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1098
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1100
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1138
-  _globals['_SUGGESTREQUEST']._serialized_start=1140
-  _globals['_SUGGESTREQUEST']._serialized_end=1185
-  _globals['_SUGGESTRESPONSE']._serialized_start=1187
-  _globals['_SUGGESTRESPONSE']._serialized_end=1245
-  _globals['_SCOREREQUEST']._serialized_start=1247
-  _globals['_SCOREREQUEST']._serialized_end=1275
-  _globals['_SCORERESPONSE']._serialized_start=1277
-  _globals['_SCORERESPONSE']._serialized_end=1344
-  _globals['_RECOGNIZER']._serialized_start=1390
-  _globals['_RECOGNIZER']._serialized_end=1796
+  _globals['_SESSIONSTARTED']._serialized_end=656
+  _globals['_SESSIONENDED']._serialized_start=658
+  _globals['_SESSIONENDED']._serialized_end=708
+  _globals['_RECOGNITIONEVENT']._serialized_start=711
+  _globals['_RECOGNITIONEVENT']._serialized_end=960
+  _globals['_RECOGNIZEREQUEST']._serialized_start=962
+  _globals['_RECOGNIZEREQUEST']._serialized_end=1044
+  _globals['_RECOGNIZERESPONSE']._serialized_start=1046
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1118
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1120
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1178
+  _globals['_SUGGESTREQUEST']._serialized_start=1180
+  _globals['_SUGGESTREQUEST']._serialized_end=1225
+  _globals['_SUGGESTRESPONSE']._serialized_start=1227
+  _globals['_SUGGESTRESPONSE']._serialized_end=1285
+  _globals['_SCOREREQUEST']._serialized_start=1287
+  _globals['_SCOREREQUEST']._serialized_end=1315
+  _globals['_SCORERESPONSE']._serialized_start=1317
+  _globals['_SCORERESPONSE']._serialized_end=1384
+  _globals['_RECOGNIZER']._serialized_start=1430
+  _globals['_RECOGNIZER']._serialized_end=1836
 # @@protoc_insertion_point(module_scope)
