@@ -8,6 +8,7 @@ import sys
 from .audio import AudioError
 from .checkpoint import ModelError
 from .config import ConfigError, load_config
+from .synth import SynthError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import train_am, train_lm
     train_am.add_arguments(kinds.add_parser("am", help="train the CTC acoustic model"))
     train_lm.add_arguments(kinds.add_parser("lm", help="train the word LSTM language model"))
+
+    from . import synth
+    synth.add_arguments(commands.add_parser("synth", help="synthetic training speech from text (TTS voices)"))
     return parser
 
 
@@ -124,6 +128,11 @@ def run_train(args) -> None:
     (train_am if args.kind == "am" else train_lm).main(args)
 
 
+def run_synth(args) -> None:
+    from . import synth
+    synth.main(args, load_config(args.config).synth)
+
+
 def run_remote(args) -> None:
     from . import remote
     remote.run(args)
@@ -131,14 +140,14 @@ def run_remote(args) -> None:
 
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
             "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
-            "key": run_key, "train": run_train}
+            "key": run_key, "train": run_train, "synth": run_synth}
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (AudioError, ModelError, ConfigError, ValueError, OSError) as err:
+    except (AudioError, ModelError, ConfigError, SynthError, ValueError, OSError) as err:
         print(f"streamrnn: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

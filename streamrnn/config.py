@@ -75,6 +75,26 @@ class LimitsConfig:
 
 
 @dataclass
+class TrainingConfig:
+    speeds: list = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    spec_augment: bool = True
+    noise_probability: float = 0.0
+    noise_types: list = field(default_factory=lambda: ["babble", "white", "pink", "brown"])
+    noise_snr_db: list = field(default_factory=lambda: [5.0, 25.0])
+    reverb_probability: float = 0.0
+    reverb_rt60_s: list = field(default_factory=lambda: [0.2, 0.8])
+    augmented_copies: int = 2
+    synthetic: str = ""
+    synthetic_weight: float = 0.5
+
+
+@dataclass
+class SynthConfig:
+    voices: list = field(default_factory=lambda: ["espeak", "flite", "piper"])
+    rates: list = field(default_factory=lambda: [0.85, 1.15])
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -84,6 +104,8 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
 
 
 class ConfigError(ValueError):
@@ -103,6 +125,8 @@ def load_config(path: str | Path | None = None) -> Config:
     base = Path(path).resolve().parent
     resolve_model_paths(config.model, base)
     resolve_tls_paths(config.tls, base)
+    if config.training.synthetic and not Path(config.training.synthetic).is_absolute():
+        config.training.synthetic = str(base / config.training.synthetic)
     validate(config, str(path))
     return config
 
@@ -128,9 +152,31 @@ def validate(config: Config, where: str) -> None:
         (config.limits.subscriber_queue >= 1, "limits.subscriber_queue must be at least 1"),
         (config.limits.subscriber_max_finals >= 1, "limits.subscriber_max_finals must be at least 1"),
     ]
+    checks += training_checks(config.training, config.synth)
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}")
+
+
+def training_checks(training: TrainingConfig, synth: SynthConfig) -> list[tuple[bool, str]]:
+    from .augment import Augmentation
+    from .synth import VOICES
+    try:
+        Augmentation.from_config(training)
+        augmentation_error = ""
+    except (ValueError, TypeError) as err:
+        augmentation_error = str(err)
+    rates = synth.rates
+    return [
+        (not augmentation_error, f"training: {augmentation_error}"),
+        (len(training.speeds) > 0 and all(isinstance(v, (int, float)) and v > 0 for v in training.speeds),
+         "training.speeds must be positive numbers"),
+        (training.augmented_copies >= 1, "training.augmented_copies must be at least 1"),
+        (training.synthetic_weight > 0, "training.synthetic_weight must be positive"),
+        (len(synth.voices) > 0 and set(synth.voices) <= set(VOICES), f"synth.voices must be some of {list(VOICES)}"),
+        (len(rates) == 2 and 0.25 <= min(rates) and rates[0] <= rates[1] <= 4,
+         "synth.rates must be [low, high] within 0.25..4"),
+    ]
 
 
 def is_sha256(value) -> bool:

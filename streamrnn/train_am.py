@@ -1,6 +1,7 @@
 """`streamrnn train am`: CTC training of the acoustic model on JSONL manifests."""
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -9,9 +10,12 @@ import torch
 
 from .acoustic import AcousticConfig, AcousticModel
 from .checkpoint import save_model
-from .data import cached_features, length_batches, load_manifest, normalization_stats, parse_weighted
+from .augment import NOISE_TYPES, Augmentation
+from .config import load_config
+from .data import augmented_features, cached_features, length_batches, normalization_stats
 from .metrics import ErrorRate
 from .progress import TrainingLog
+from .sources import epoch_order, load_source
 from .tokens import BLANK, decode, encode
 
 
@@ -62,6 +66,7 @@ class Trainer:
         self.out = Path(args.out)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rng = np.random.default_rng(args.seed)
+        self.augmentation = Augmentation.from_config(args)
         self.load_data()
         self.model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers,
                                                   stack=args.stack))
@@ -74,20 +79,26 @@ class Trainer:
             self.resume()
 
     def load_data(self):
-        cache = Path(self.args.cache)
-        self.train, self.train_texts, self.dev, self.dev_texts = {}, [], [], []
-        for spec in self.args.manifests:
-            path, weight = parse_weighted(spec)
-            train = load_manifest(path, "train")
-            dev = load_manifest(path, "dev")
-            repeat = max(1, round(weight))
-            for speed in self.args.speeds:
-                feats = cached_features(train, speed, cache, f"{path.stem}-train")
-                self.train.setdefault(speed, []).extend(feats * repeat)
-            self.train_texts.extend([encode(u.text) for u in train] * repeat)
-            self.dev.extend(cached_features(dev, 1.0, cache, f"{path.stem}-dev"))
-            self.dev_texts.extend(u.text for u in dev)
-        print(f"train: {len(self.train_texts)} utterances x {len(self.args.speeds)} speeds, dev: {len(self.dev)}")
+        cache, args = Path(self.args.cache), self.args
+        self.sources = [load_source(spec) for spec in args.manifests]
+        self.train = {speed: [] for speed in args.speeds}
+        self.augmented = [[] for _ in range(args.augmented_copies)] if self.augmentation.active else []
+        self.train_texts, self.dev, self.dev_texts = [], [], []
+        for source in self.sources:
+            name = f"{source.name}-train"
+            for speed in args.speeds:
+                self.train[speed].extend(cached_features(source.train, speed, cache, name))
+            for copy, variants in enumerate(self.augmented):
+                variants.extend(augmented_features(source.train, self.augmentation, args.speeds, copy, args.seed,
+                                                   cache, name))
+            self.train_texts.extend(encode(u.text) for u in source.train)
+            self.dev.extend(cached_features(source.dev, 1.0, cache, f"{source.name}-dev"))
+            self.dev_texts.extend(u.text for u in source.dev)
+        if not self.train_texts:
+            raise ValueError("no training utterances in " + " ".join(args.manifests))
+        weights = ", ".join(f"{s.name} {len(s.train)} x{s.weight:g}" for s in self.sources)
+        print(f"train: {weights}; {len(args.speeds)} speeds, {len(self.augmented)} augmented copies; "
+              f"dev: {len(self.dev)}")
 
     def resume(self):
         checkpoint = torch.load(self.out / "checkpoint.pt", map_location=self.device, weights_only=False)
@@ -114,15 +125,24 @@ class Trainer:
         """Length-bucketed batches in random order; shortest first in the first epoch (SortaGrad),
         which gets CTC past its all-blank plateau sooner."""
         rng = np.random.default_rng(self.args.seed + epoch)
-        lengths = [len(f) for f in self.train[1.0]]
+        order = epoch_order(self.sources, self.args.seed, epoch)
+        lengths = [len(self.train[1.0][i]) for i in order]
         batches = length_batches(lengths, self.args.batch_frames, rng)
         if epoch == 0:
             batches.sort(key=lambda batch: max(lengths[i] for i in batch))
-        return batches, rng
+        return [[order[i] for i in batch] for batch in batches], rng
+
+    def example(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        """Features of one training utterance: a random augmented copy when augmenting, else a
+        random speed. A copy that drew no noise or reverberation names the clean speed to use."""
+        if self.augmented:
+            variant = self.augmented[int(rng.integers(len(self.augmented)))][index]
+            return variant if isinstance(variant, torch.Tensor) else self.train[variant][index]
+        speeds = self.args.speeds
+        return self.train[speeds[int(rng.integers(len(speeds)))]][index]
 
     def train_step(self, indices, rng, total_steps):
-        speeds = self.args.speeds
-        features = [self.train[speeds[int(rng.integers(len(speeds)))]][i] for i in indices]
+        features = [self.example(i, rng) for i in indices]
         texts = [self.train_texts[i] for i in indices]
         padded, lengths, targets, target_lengths = collate(features, texts, self.device)
         if self.args.spec_augment:
@@ -180,7 +200,8 @@ class Trainer:
 
 
 def add_arguments(parser):
-    parser.add_argument("manifests", nargs="+", help="JSONL manifests, optionally PATH:WEIGHT")
+    parser.add_argument("manifests", nargs="+", metavar="SOURCE",
+                        help="PATH.jsonl or librispeech:ROOT:SUBSET, each optionally :WEIGHT (times per epoch)")
     parser.add_argument("--out", default="runs/am", help="directory for checkpoints and am.pt")
     parser.add_argument("--cache", default="cache/features", help="feature cache directory")
     parser.add_argument("--rnn", choices=["lstm", "gru"], default="lstm")
@@ -191,9 +212,18 @@ def add_arguments(parser):
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--batch-frames", type=int, default=10000)
-    parser.add_argument("--speeds", type=float, nargs="+", default=[0.9, 1.0, 1.1])
-    parser.add_argument("--no-spec-augment", dest="spec_augment", action="store_false",
-                        help="train without SpecAugment masks (faster fitting while the model underfits)")
+    augment = parser.add_argument_group("data augmentation (defaults from the config's [training])")
+    augment.add_argument("--speeds", type=float, nargs="+", help="speed perturbation factors")
+    augment.add_argument("--spec-augment", action=argparse.BooleanOptionalAction,
+                         help="SpecAugment masks; --no-spec-augment fits faster while the model underfits")
+    augment.add_argument("--noise-probability", type=float, help="chance an example gets added noise")
+    augment.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES)
+    augment.add_argument("--noise-snr-db", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    augment.add_argument("--reverb-probability", type=float, help="chance an example gets room reverberation")
+    augment.add_argument("--reverb-rt60-s", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    augment.add_argument("--augmented-copies", type=int, help="augmented versions of each utterance, cached")
+    augment.add_argument("--synthetic", help="a manifest made by `streamrnn synth`, added as a source")
+    augment.add_argument("--synthetic-weight", type=float)
     parser.add_argument("--patience", type=int, default=4, help="epochs without dev WER gain before stopping")
     parser.add_argument("--save-minutes", type=float, default=5.0)
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this long")
@@ -201,7 +231,21 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
-def main(args) -> None:
+def apply_config(args) -> None:
+    """Fills each augmentation option not given on the command line from the config."""
+    training = load_config(args.config).training
+    for key, value in vars(training).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.speeds = [float(speed) for speed in args.speeds]
     if 1.0 not in args.speeds:
-        args.speeds = [1.0] + list(args.speeds)
+        args.speeds = [1.0] + args.speeds
+    if args.augmented_copies < 1:
+        raise ValueError(f"--augmented-copies must be at least 1, got {args.augmented_copies}")
+    if args.synthetic:
+        args.manifests = list(args.manifests) + [f"{args.synthetic}:{args.synthetic_weight}"]
+
+
+def main(args) -> None:
+    apply_config(args)
     Trainer(args).run()

@@ -26,6 +26,10 @@ def test_relative_model_paths_resolve_from_the_config_file(tmp_path):
     ("[decoder\n", "cannot read config"),
     ("[decoder]\nmethod = 'fancy'\n", "decoder.method must be"),
     ("[server]\nhttp_port = 70000\n", "server.http_port must be"),
+    ("[training]\nnoise_probability = 2.0\n", "noise_probability must be 0..1"),
+    ("[training]\nnoise_snr_db = [20, 5]\n", "noise_snr_db must be \\[low, high\\]"),
+    ("[training]\naugmented_copies = 0\n", "training.augmented_copies must be at least 1"),
+    ("[synth]\nvoices = ['festival']\n", "synth.voices must be some of"),
 ])
 def test_bad_config_is_named(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -1,0 +1,55 @@
+"""`streamrnn train am` end to end over a tiny mix of sources: a weighted manifest, a
+LibriSpeech-layout folder, synthetic speech, with noise and reverberation from the config."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import SPEECH, needs_shared_data
+from streamrnn.checkpoint import load_model
+from streamrnn.synth import synthesize
+from test_sources import make_librispeech
+
+
+def tiny_manifest(path, train=4, dev=2):
+    records = [json.loads(line) for line in (SPEECH / "speechocean762.jsonl").read_text().splitlines()]
+    chosen = [r for r in records if r["speaker"] != "SPEAKER0001"][:train]
+    chosen += [r for r in records if r["speaker"] == "SPEAKER0001"][:dev]
+    path.write_text("".join(json.dumps(dict(r, audio=str(SPEECH / r["audio"]))) + "\n" for r in chosen))
+    return path
+
+
+def test_one_epoch_over_mixed_sources_writes_a_checkpoint(tmp_path):
+    needs_shared_data()
+    voices = [v for v, tool in (("espeak", "espeak-ng"), ("flite", "flite")) if shutil.which(tool)]
+    if not voices:
+        pytest.skip("neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)")
+    synthetic = synthesize([str(SPEECH / "fsdd.jsonl")], tmp_path / "synth", 4, voices, [0.9, 1.1], min_words=1)
+    make_librispeech(tmp_path / "ls", count=3)
+    config = tmp_path / "config.toml"
+    config.write_text('[training]\nnoise_probability = 1.0\nnoise_snr_db = [10, 20]\naugmented_copies = 1\n'
+                      f'synthetic = "{synthetic}"\nsynthetic_weight = 0.5\n')
+    command = [sys.executable, "-m", "streamrnn", "--config", str(config), "train", "am",
+               f"{tiny_manifest(tmp_path / 'so.jsonl')}:2", f"librispeech:{tmp_path / 'ls'}:train-clean-100",
+               "--reverb-probability", "0.5", "--hidden", "16", "--layers", "1", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert ("train: so 4 x2, librispeech-train-clean-100 3 x1, synth-manifest 4 x0.5; "
+            "3 speeds, 1 augmented copies; dev: 2") in result.stdout
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["state"]["epoch"] == 1
+    assert (checkpoint["args"]["noise_probability"], checkpoint["args"]["reverb_probability"]) == (1.0, 0.5)
+    assert load_model("acoustic", tmp_path / "run" / "am.pt").config.hidden == 16
+    assert len(list((tmp_path / "cache").glob("*-aug0-*.pt"))) == 3
+
+
+def test_bad_training_option_is_named(tmp_path):
+    needs_shared_data()
+    command = [sys.executable, "-m", "streamrnn", "train", "am", str(SPEECH / "fsdd.jsonl"),
+               "--noise-probability", "2", "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "noise_probability must be 0..1" in result.stderr
