@@ -30,6 +30,9 @@ def test_relative_model_paths_resolve_from_the_config_file(tmp_path):
     ("[training]\nnoise_snr_db = [20, 5]\n", "noise_snr_db must be \\[low, high\\]"),
     ("[training]\naugmented_copies = 0\n", "training.augmented_copies must be at least 1"),
     ("[synth]\nvoices = ['festival']\n", "synth.voices must be some of"),
+    ("[auth]\napi_key_sha256 = ['my-password']\n", "auth.api_key_sha256 entries must be 64 hex digits"),
+    ("[tls]\ncert = 'cert.pem'\n", "tls.cert and tls.key must be set together"),
+    ("[limits]\nidle_timeout_s = -1\n", "limits.idle_timeout_s must be 0"),
 ])
 def test_bad_config_is_named(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -5,6 +5,7 @@ import datetime
 import http.client
 import ipaddress
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -273,3 +274,37 @@ def test_stream_command_with_key_and_certificate(locked, tmp_path):
     assert refused.returncode != 0 and "HTTP 401" in refused.stderr and "API key" in refused.stderr
     untrusted = streamrnn_cli("stream", str(audio), "--url", daemon.url, "--api-key", KEY)
     assert untrusted.returncode != 0 and "certificate verify failed" in untrusted.stderr
+
+
+def test_browser_page_asks_for_the_key_then_streams(locked):
+    """In Chromium: the page answers with the key form, the key typed in unlocks the page
+    (a cookie), and Start opens a session whose subscribe URL carries its read token."""
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser_setup
+    require_browser_setup()
+    from playwright.sync_api import sync_playwright
+    daemon, _ = locked
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=CHROMIUM_ARGS + ["--ignore-certificate-errors"])
+        try:
+            page = browser.new_page()
+            page.goto(daemon.http + "/")
+            page.fill("#api_key", "wrong")
+            page.click("button[type=submit]")
+            assert page.locator("#api_key").count() == 1  # refused: the form again
+            page.fill("#api_key", KEY)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#start")
+            assert "api_key" not in page.url
+            page.click("#start")
+            page.wait_for_function("document.getElementById('status').dataset.state === 'listening'",
+                                   timeout=30_000)
+            page.wait_for_function("document.getElementById('session').textContent !== 'none'", timeout=30_000)
+            subscribe_url = page.text_content("#subscribe-url")
+            page.click("#stop")
+            page.wait_for_function("document.getElementById('status').dataset.state !== 'busy'", timeout=30_000)
+            status = page.text_content("#status")
+        finally:
+            browser.close()
+    assert re.search(r"/v1/subscribe/[0-9a-f]{32}\?read_token=[\w-]{40,}$", subscribe_url), subscribe_url
+    assert status.startswith("Stopped"), status

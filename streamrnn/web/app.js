@@ -259,7 +259,7 @@
     }
     switch (message.type) {
       case "session":
-        showSession(message.session_id);
+        showSession(message.session_id, message.read_token);
         break;
       case "partial":
         ui.partial.textContent = message.text;
@@ -299,9 +299,10 @@
     fail(rec, rec.error || `The server closed the connection (code ${event.code}${reason}).`);
   }
 
-  function showSession(id) {
+  // Anyone given this URL (it holds the session's read token) can follow the transcript.
+  function showSession(id, readToken) {
     ui.session.textContent = id;
-    ui.subscribeUrl.textContent = socketUrl(`v1/subscribe/${id}`);
+    ui.subscribeUrl.textContent = socketUrl(`v1/subscribe/${id}?read_token=${encodeURIComponent(readToken)}`);
     ui.subscribeHint.hidden = false;
   }
 
