@@ -1,4 +1,4 @@
-"""`streamrnn train am`: CTC training of the acoustic model on JSONL manifests."""
+"""`streamrnn train am`: CTC training of the acoustic model on manifests and LibriSpeech folders."""
 from __future__ import annotations
 
 import argparse
