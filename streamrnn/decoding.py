@@ -6,6 +6,7 @@ depend on how the audio was chunked; it keeps its beam between calls.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, replace
 
@@ -49,6 +50,11 @@ class Hypothesis:
     def acoustic(self) -> float:
         return log_add(self.p_blank, self.p_nonblank)
 
+    def clone(self) -> "Hypothesis":
+        """A copy (much cheaper than dataclasses.replace on this hot path)."""
+        return Hypothesis(self.text, self.p_blank, self.p_nonblank, self.bonus, self.words, self.word_start,
+                          self.word_log_prob, self.last_step, self.bias_node, self.bias_pending)
+
     @property
     def score(self) -> float:
         return self.acoustic + self.bonus + self.bias_pending
@@ -77,6 +83,9 @@ class Decoder:
         self.beam_size = 1 if self.greedy else config.beam_size
         self.scorer_factory = None if self.greedy else scorer_factory
         self.trie = PhraseTrie(list(phrases), config.phrase_bonus)
+        self.has_phrases = bool(self.trie)
+        self.letter_reach = max(0.0, -config.lm_weight * config.unk_penalty) + 1e-6
+        self.space_reach = self.letter_reach + (config.word_bonus if config.lm_weight >= 0 else math.inf)
         self.step = 0
         self.scorer = None
         self.reset([])
@@ -120,41 +129,103 @@ class Decoder:
         return [t for t in range(1, len(row)) if row[t] >= floor]
 
     def decode_step(self, row: list[float]) -> None:
-        candidates, following = self.candidates(row), {}
+        """One CTC step. Next hypotheses are first gathered as bare probabilities per text
+        ([p_blank, p_nonblank, parent, token, token log-prob], token 0 for the parent's own text);
+        `select` then builds only those that can make the beam. An extension that cannot reach
+        `beam_floor` (nor merge with another hypothesis) is not even gathered."""
+        candidates, following, blank = self.candidates(row), {}, row[BLANK]
+        texts = {hyp.text for hyp in self.beam}
+        floor = self.beam_floor(blank)
         for hyp in self.beam:
             total = hyp.acoustic
-            same = self.slot(following, hyp.text, lambda: replace(hyp, p_blank=NEG_INF, p_nonblank=NEG_INF))
+            same = following.get(hyp.text)
+            if same is None:
+                same = following[hyp.text] = [NEG_INF, NEG_INF, hyp, 0, 0.0]
             if not self.greedy or not candidates:
-                same.p_blank = log_add(same.p_blank, total + row[BLANK])
+                same[0] = log_add(same[0], total + blank)
             last = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
+            need_letter = floor - hyp.bonus - self.bonus_bound(hyp, 0)
+            need_space = floor - hyp.bonus - self.bonus_bound(hyp, SPACE)
             for token in candidates:
+                token_log_prob = row[token]
                 if token == SPACE and (last is None or last == SPACE):
-                    same.p_nonblank = log_add(same.p_nonblank, total + row[token])
-                elif token == last:
-                    same.p_nonblank = log_add(same.p_nonblank, hyp.p_nonblank + row[token])
-                    self.extend_into(following, hyp, token, hyp.p_blank + row[token], row[token])
+                    same[1] = log_add(same[1], total + token_log_prob)
+                    continue
+                if token == last:
+                    same[1] = log_add(same[1], hyp.p_nonblank + token_log_prob)
+                    log_prob = hyp.p_blank + token_log_prob
                 else:
-                    self.extend_into(following, hyp, token, total + row[token], row[token])
-        self.beam = sorted(following.values(), key=lambda h: h.score, reverse=True)[: self.beam_size]
+                    log_prob = total + token_log_prob
+                if log_prob < (need_space if token == SPACE else need_letter) \
+                        and hyp.text + ALPHABET[token - 1] not in texts:
+                    continue
+                self.extend_into(following, hyp, token, log_prob, token_log_prob)
+        self.beam = self.select(following)
+
+    def beam_floor(self, blank: float) -> float:
+        """A score that the beam's worst next hypothesis surely reaches: a hypothesis whose text no
+        earlier one in the beam reaches by a character keeps at least its own blank path and bonus."""
+        if self.greedy or len(self.beam) < self.beam_size:
+            return NEG_INF
+        sure, seen = [], set()
+        for hyp in self.beam:
+            if not hyp.text or hyp.text[:-1] not in seen:
+                sure.append(hyp.acoustic + blank + hyp.bonus + hyp.bias_pending)
+            seen.add(hyp.text)
+        return heapq.nlargest(self.beam_size, sure)[-1] if len(sure) >= self.beam_size else NEG_INF
 
     @staticmethod
-    def slot(following: dict, text: str, make) -> Hypothesis:
-        if text not in following:
-            following[text] = make()
-        return following[text]
-
-    def extend_into(self, following: dict, hyp: Hypothesis, token: int, log_prob: float,
+    def extend_into(following: dict, hyp: Hypothesis, token: int, log_prob: float,
                     token_log_prob: float) -> None:
         if log_prob == NEG_INF:
             return
-        target = self.slot(following, hyp.text + ALPHABET[token - 1],
-                           lambda: self.extended(hyp, token, token_log_prob))
-        target.p_nonblank = log_add(target.p_nonblank, log_prob)
+        text = hyp.text + ALPHABET[token - 1]
+        entry = following.get(text)
+        if entry is None:
+            entry = following[text] = [NEG_INF, NEG_INF, hyp, token, token_log_prob]
+        entry[1] = log_add(entry[1], log_prob)
+
+    def select(self, following: dict) -> list[Hypothesis]:
+        """The `beam_size` best next hypotheses, exactly as sorting all of them by score would pick
+        them (ties keep their order). Extensions are built and LM-scored best bound first, and only
+        while their score bound could still beat the beam's worst: on blank-dominated steps few are."""
+        scored, bounded = [], []
+        for index, (p_blank, p_nonblank, parent, token, token_log_prob) in enumerate(following.values()):
+            if token == 0:
+                hyp = parent.clone()
+                hyp.p_blank, hyp.p_nonblank = p_blank, p_nonblank
+                scored.append((hyp.score, index, hyp))
+            else:
+                bound = log_add(p_blank, p_nonblank) + parent.bonus + self.bonus_bound(parent, token)
+                bounded.append((bound, index, parent, token, token_log_prob, p_blank, p_nonblank))
+        worst = heapq.nlargest(self.beam_size, (item[0] for item in scored))
+        heapq.heapify(worst)
+        for bound, index, parent, token, token_log_prob, p_blank, p_nonblank in sorted(bounded, key=lambda b: -b[0]):
+            if len(worst) == self.beam_size and worst[0] > bound:
+                break
+            hyp = self.extended(parent, token, token_log_prob)
+            hyp.p_blank, hyp.p_nonblank = p_blank, p_nonblank
+            scored.append((hyp.score, index, hyp))
+            if len(worst) < self.beam_size:
+                heapq.heappush(worst, hyp.score)
+            elif hyp.score > worst[0]:
+                heapq.heapreplace(worst, hyp.score)
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        return [hyp for _, _, hyp in scored[: self.beam_size]]
+
+    def bonus_bound(self, parent: Hypothesis, token: int) -> float:
+        """An upper bound (with a little slack for rounding) on what extending `parent` by `token`
+        adds to its bonus and pending phrase bonus: the LM log-prob is at most 0, penalties at least 0."""
+        bound = self.space_reach if token == SPACE else self.letter_reach
+        if self.has_phrases:
+            return bound + max(0.0, parent.bias_pending + self.trie.bonus, self.trie.bonus)
+        return bound + parent.bias_pending
 
     def extended(self, hyp: Hypothesis, token: int, token_log_prob: float) -> Hypothesis:
         """`hyp` with one more character: word bookkeeping, LM fusion, phrase bias."""
         ch = ALPHABET[token - 1]
-        new = replace(hyp, text=hyp.text + ch, p_blank=NEG_INF, p_nonblank=NEG_INF, last_step=self.step)
+        new = hyp.clone()
+        new.text, new.p_blank, new.p_nonblank, new.last_step = hyp.text + ch, NEG_INF, NEG_INF, self.step
         if token == SPACE:
             self.complete_word(new, hyp)
         else:
