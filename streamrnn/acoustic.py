@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 from .audio import N_MELS
 from .tokens import VOCAB_SIZE
@@ -54,11 +55,17 @@ class AcousticModel(nn.Module):
         stacked = features[:, : steps * self.config.stack]
         return stacked.reshape(batch, steps, dim * self.config.stack)
 
-    def forward(self, features: torch.Tensor, state=None):
-        """(B, T, N_MELS) log-mel to ((B, T // stack, vocab) log-probs, state)."""
+    def forward(self, features: torch.Tensor, state=None, steps: list[int] | None = None):
+        """(B, T, N_MELS) log-mel to ((B, T // stack, vocab) log-probs, state). With `steps`, row b
+        is only `steps[b]` steps long (padded after): its returned state is the one at its own end."""
         x = (features - self.mean) / self.std
         x = torch.relu(self.project(self.stack_frames(x)))
-        x, state = self.rnn(x, state)
+        if steps is None:
+            x, state = self.rnn(x, state)
+        else:
+            packed = pack_padded_sequence(x, torch.tensor(steps), batch_first=True, enforce_sorted=False)
+            x, state = self.rnn(packed, state)
+            x = pad_packed_sequence(x, batch_first=True, total_length=max(steps))[0]
         return torch.log_softmax(self.output(x), dim=-1), state
 
     def initial_state(self, batch: int = 1):
@@ -75,14 +82,50 @@ class AcousticStream:
         self.pending = torch.zeros(0, N_MELS)
         self.state = model.initial_state()
 
-    @torch.inference_mode()
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         """New log-mel frames to the CTC log-probs (steps, vocab) they complete."""
+        return run_streams(self.model, [self], [features])[0]
+
+    def take(self, features: torch.Tensor) -> torch.Tensor:
+        """The frames that fill whole steps; the rest waits for the next chunk."""
         frames = torch.cat([self.pending, features])
         usable = len(frames) - len(frames) % self.model.config.stack
         self.pending = frames[usable:]
-        if usable == 0:
-            return torch.zeros(0, self.model.config.vocab)
-        log_probs, self.state = self.model(frames[None, :usable].to(self.model.mean.device), self.state)
-        return log_probs[0].cpu()
+        return frames[:usable]
 
+
+@torch.inference_mode()
+def run_streams(model: AcousticModel, streams: list[AcousticStream], features: list[torch.Tensor]) -> list:
+    """New frames of many streams through the model in one batch (each stream with its own state,
+    its own length): the same log-probs each stream would get alone."""
+    frames = [stream.take(f) for stream, f in zip(streams, features)]
+    results = [torch.zeros(0, model.config.vocab)] * len(streams)
+    active = [i for i, f in enumerate(frames) if len(f)]
+    if not active:
+        return results
+    device = model.mean.device
+    steps = [len(frames[i]) // model.config.stack for i in active]
+    batch = pad_sequence([frames[i] for i in active], batch_first=True).to(device)
+    state = join_states([streams[i].state for i in active])
+    log_probs, state = model(batch, state, None if len(set(steps)) == 1 else steps)
+    log_probs = log_probs.cpu()
+    for row, (i, count) in enumerate(zip(active, steps)):
+        results[i] = log_probs[row, :count]
+        streams[i].state = state_row(state, row, len(active))
+    return results
+
+
+def join_states(states: list):
+    """Per-stream states (layers, 1, hidden), or (h, c) pairs of them, along the batch axis."""
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
+    return torch.cat(states, dim=1)
+
+
+def state_row(state, row: int, batch: int):
+    """One stream's slice of a batched state (a copy, so it does not pin the whole batch)."""
+    if batch == 1:
+        return state
+    if isinstance(state, tuple):
+        return tuple(part[:, row:row + 1].clone() for part in state)
+    return state[:, row:row + 1].clone()

@@ -121,6 +121,8 @@ _WINDOW = torch.hann_window(WINDOW, periodic=True)
 
 def log_mel(frames: torch.Tensor) -> torch.Tensor:
     """(n, WINDOW) sample frames to (n, N_MELS) log-mel energies."""
+    if len(frames) == 0:
+        return torch.zeros(0, N_MELS)
     spectrum = torch.fft.rfft(frames * _WINDOW, n=N_FFT).abs().pow(2)
     return torch.clamp(spectrum @ _MEL, min=1e-10).log()
 
@@ -132,13 +134,17 @@ class StreamingFeatures:
         self.buffer = np.zeros(0, dtype=np.float32)
 
     def __call__(self, samples: np.ndarray) -> torch.Tensor:
+        return log_mel(self.frames(samples))
+
+    def frames(self, samples: np.ndarray) -> torch.Tensor:
+        """The (n, WINDOW) sample frames that `samples` complete (log_mel them, one session's or many's)."""
         self.buffer = np.concatenate([self.buffer, samples])
         count = (len(self.buffer) - WINDOW) // HOP + 1 if len(self.buffer) >= WINDOW else 0
         if count == 0:
-            return torch.zeros(0, N_MELS)
+            return torch.zeros(0, WINDOW)
         frames = torch.from_numpy(self.buffer).unfold(0, WINDOW, HOP)[:count]
         self.buffer = self.buffer[count * HOP:]
-        return log_mel(frames)
+        return frames
 
 
 class Frontend:
@@ -150,11 +156,17 @@ class Frontend:
         self.features = StreamingFeatures()
 
     def __call__(self, samples: np.ndarray) -> torch.Tensor:
-        samples = check_samples(np.asarray(samples, dtype=np.float32))
-        return self.features(self.resampler(samples))
+        return log_mel(self.frames(samples))
 
     def flush(self) -> torch.Tensor:
-        return self.features(self.resampler.flush())
+        return log_mel(self.flush_frames())
+
+    def frames(self, samples: np.ndarray) -> torch.Tensor:
+        samples = check_samples(np.asarray(samples, dtype=np.float32))
+        return self.features.frames(self.resampler(samples))
+
+    def flush_frames(self) -> torch.Tensor:
+        return self.features.frames(self.resampler.flush())
 
 
 def file_features(path) -> torch.Tensor:

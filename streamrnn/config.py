@@ -95,6 +95,12 @@ class SynthConfig:
 
 
 @dataclass
+class BatchingConfig:
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -106,6 +112,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
 
 
 class ConfigError(ValueError):
@@ -151,6 +158,8 @@ def validate(config: Config, where: str) -> None:
         (config.limits.realtime_burst_s >= 0, "limits.realtime_burst_s must not be negative"),
         (config.limits.subscriber_queue >= 1, "limits.subscriber_queue must be at least 1"),
         (config.limits.subscriber_max_finals >= 1, "limits.subscriber_max_finals must be at least 1"),
+        (config.batching.max_batch >= 1, "batching.max_batch must be at least 1"),
+        (config.batching.max_wait_ms >= 0, "batching.max_wait_ms must not be negative"),
     ]
     checks += training_checks(config.training, config.synth)
     for ok, message in checks:

@@ -40,6 +40,7 @@ class Hypothesis:
     p_nonblank: float = NEG_INF
     bonus: float = 0.0  # LM fusion, word bonus and phrase bonus earned so far
     words: tuple = ()  # completed words as (word, start_step, end_step, confidence)
+    history: tuple = ()  # just the completed words: the LM's context
     word_start: int = -1
     word_log_prob: float = 0.0
     last_step: int = -1
@@ -52,8 +53,8 @@ class Hypothesis:
 
     def clone(self) -> "Hypothesis":
         """A copy (much cheaper than dataclasses.replace on this hot path)."""
-        return Hypothesis(self.text, self.p_blank, self.p_nonblank, self.bonus, self.words, self.word_start,
-                          self.word_log_prob, self.last_step, self.bias_node, self.bias_pending)
+        return Hypothesis(self.text, self.p_blank, self.p_nonblank, self.bonus, self.words, self.history,
+                          self.word_start, self.word_log_prob, self.last_step, self.bias_node, self.bias_pending)
 
     @property
     def score(self) -> float:
@@ -113,13 +114,29 @@ class Decoder:
         """Decode (steps, vocab) log-probs; return the utterances that ended inside them."""
         finished = []
         for row in log_probs.tolist():
-            self.decode_step(row)
-            self.step += 1
-            if self.at_endpoint():
-                utterance = self.finish_utterance()
-                if utterance.text:
-                    finished.append(utterance)
+            utterance = self.advance_row(row)
+            if utterance:
+                finished.append(utterance)
         return finished
+
+    def advance_row(self, row: list[float]) -> Utterance | None:
+        """Decode one step's log-probs; the utterance it ends, if any."""
+        self.decode_step(row)
+        self.step += 1
+        if self.at_endpoint():
+            utterance = self.finish_utterance()
+            if utterance.text:
+                return utterance
+        return None
+
+    def lm_histories(self) -> list[tuple]:
+        """Word histories whose LM entry the next step may need (hypotheses in mid-word can
+        complete their word) and that are not computed yet: what a batched LM pass can prefetch."""
+        if self.scorer is None:
+            return []
+        cache = self.scorer.cache
+        return list(dict.fromkeys(hyp.history for hyp in self.beam
+                                  if hyp.text and hyp.text[-1] != " " and hyp.history not in cache))
 
     def candidates(self, row: list[float]) -> list[int]:
         if self.greedy:
@@ -244,10 +261,10 @@ class Decoder:
     def complete_word(self, new: Hypothesis, hyp: Hypothesis) -> None:
         """Close the word `hyp` was spelling, scoring it with the LM."""
         word = hyp.current_word
-        history = tuple(w[0] for w in hyp.words)
-        new.bonus += self.config.word_bonus + self.lm_bonus(history, word)
+        new.bonus += self.config.word_bonus + self.lm_bonus(hyp.history, word)
         confidence = math.exp(hyp.word_log_prob / max(len(word), 1))
         new.words = hyp.words + ((word, hyp.word_start, hyp.last_step + 1, confidence),)
+        new.history = hyp.history + (word,)
         new.word_start = -1
 
     def known_prefix(self, partial_word: str) -> bool:

@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .acoustic import AcousticStream
-from .audio import Frontend, check_encoding, check_rate, decode_pcm
+from .acoustic import AcousticStream, run_streams
+from .audio import Frontend, check_encoding, check_rate, decode_pcm, log_mel
 from .checkpoint import load_model
 from .config import Config, model_path
 from .decoding import Decoder, Utterance
-from .lm import LMRunner, WordScorer
+from .lm import LMRunner, WordScorer, prefetch
 from .tokens import normalize
 
 MAX_PHRASES = 1000
@@ -66,6 +66,36 @@ class Recognizer:
 
     def session(self, options: SessionOptions | None = None) -> "Session":
         return Session(self, (options or SessionOptions()).validate())
+
+    def run(self, jobs: list[tuple["Session", object]]) -> list[list[dict] | Exception]:
+        """Chunks of many sessions at once: (session, audio) with audio as PCM bytes in the session's
+        encoding, float samples, or None for the end of its stream (at most one job per session).
+        One log-mel pass, one acoustic-model batch, and decoders stepped side by side with one
+        batched LM pass per step. Each session gets the events it would get alone, or its error."""
+        results: list = [None] * len(jobs)
+        live = []
+        for index, (session, audio) in enumerate(jobs):
+            try:
+                live.append((index, session, session.frames(audio), audio is None))
+            except ValueError as err:  # AudioError, or a closed session
+                results[index] = err
+        sizes = [len(frames) for _, _, frames, _ in live]
+        features = log_mel(torch.cat([frames for _, _, frames, _ in live])).split(sizes) if live else []
+        log_probs = run_streams(self.acoustic, [session.acoustic for _, session, _, _ in live], list(features))
+        rows = [lp.tolist() for lp in log_probs]
+        events = [[] for _ in live]
+        for step in range(max(map(len, rows), default=0)):
+            for k, (_, session, _, _) in enumerate(live):
+                if step < len(rows[k]):
+                    events[k] += session.decode_row(rows[k][step])
+            self.prefetch_lm([session for _, session, _, _ in live])
+        for k, (index, session, _, final) in enumerate(live):
+            results[index] = events[k] + session.end_chunk(final, bool(rows[k]))
+        return results
+
+    def prefetch_lm(self, sessions: list["Session"]) -> None:
+        if self.lm is not None:
+            prefetch(self.lm, [(s.decoder.scorer, h) for s in sessions for h in s.decoder.lm_histories()])
 
     def scorer(self, root=None) -> WordScorer:
         return WordScorer(self.lm, root or self.lm.start())
@@ -132,33 +162,42 @@ class Session:
 
     def feed(self, data: bytes) -> list[dict]:
         """Raw PCM bytes in the session's encoding."""
-        return self.feed_samples(decode_pcm(data, self.options.encoding))
+        return self.run_alone(data)
 
     def feed_samples(self, samples: np.ndarray) -> list[dict]:
-        if self.closed:
-            raise ValueError("session is closed")
-        return self.decode(self.frontend(samples), final=False)
+        return self.run_alone(samples)
 
     def finish(self) -> list[dict]:
         """End of audio: decode what is left and return the last final."""
-        if self.closed:
-            return []
-        events = self.decode(self.frontend.flush(), final=True)
-        self.closed = True
-        return events
+        return [] if self.closed else self.run_alone(None)
 
-    def decode(self, features: torch.Tensor, final: bool) -> list[dict]:
-        log_probs = self.acoustic(features)
-        events = []
-        for utterance in self.decoder.advance(log_probs):
-            events += self.final_events(utterance)
+    def run_alone(self, audio) -> list[dict]:
+        [result] = self.recognizer.run([(self, audio)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def frames(self, audio) -> torch.Tensor:
+        """The chunk's sample frames (bytes, samples, or None at the end of the stream)."""
+        if self.closed:
+            raise ValueError("session is closed")
+        if audio is None:
+            return self.frontend.flush_frames()
+        if isinstance(audio, bytes):
+            audio = decode_pcm(audio, self.options.encoding)
+        return self.frontend.frames(audio)
+
+    def decode_row(self, row: list[float]) -> list[dict]:
+        utterance = self.decoder.advance_row(row)
+        return self.final_events(utterance) if utterance else []
+
+    def end_chunk(self, final: bool, stepped: bool) -> list[dict]:
+        """After a chunk's steps: the last final at the end of the stream, else the partial."""
         if final:
+            self.closed = True
             utterance = self.decoder.finish_utterance()
-            if utterance.text:
-                events += self.final_events(utterance)
-        elif len(log_probs) and self.options.interim_results:
-            events += self.partial_event()
-        return events
+            return self.final_events(utterance) if utterance.text else []
+        return self.partial_event() if stepped and self.options.interim_results else []
 
     def partial_event(self) -> list[dict]:
         text = self.decoder.partial_text()

@@ -77,6 +77,15 @@ class LMRunner:
         logits, state = self.model(ids, state)
         return state, torch.log_softmax(logits[0, -1].float(), dim=-1).cpu()
 
+    @torch.inference_mode()
+    def advance_many(self, states: list, words: list[str]) -> list:
+        """One word after each of many states, in one batched pass: [(state, log-probs)]."""
+        ids = torch.tensor([[self.vocabulary.id(w)] for w in words], device=self.device)
+        joined = tuple(torch.cat([state[k] for state in states], dim=1) for k in (0, 1))
+        logits, (h, c) = self.model(ids, joined)
+        log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+        return [((h[:, i:i + 1].clone(), c[:, i:i + 1].clone()), log_probs[i].clone()) for i in range(len(words))]
+
     def start(self):
         """State and log-probs at the start of a text (after a sentence boundary)."""
         return self.advance(None, [BOUNDARY])
@@ -112,3 +121,14 @@ class WordScorer:
 
     def log_prob(self, history: tuple, word: str) -> float:
         return float(self.entry(history)[1][self.runner.vocabulary.id(word)])
+
+
+def prefetch(runner: LMRunner, requests: list[tuple[WordScorer, tuple]]) -> None:
+    """Compute the entries for (scorer, history) pairs of many sessions in one batched LM pass."""
+    requests = [(scorer, history) for scorer, history in requests if history[:-1] in scorer.cache]
+    if not requests:
+        return
+    steps = [(scorer.cache[history[:-1]][0], history[-1]) for scorer, history in requests]
+    results = runner.advance_many([state for state, _ in steps], [word for _, word in steps])
+    for (scorer, history), entry in zip(requests, results):
+        scorer.cache[history] = entry

@@ -15,6 +15,8 @@ ERRORS = Counter("streamrnn_errors_total", "Errors returned to clients", ["code"
 CHUNK_LATENCY = Histogram("streamrnn_chunk_latency_seconds",
                           "From an audio chunk's arrival to its events being ready", registry=REGISTRY,
                           buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
+BATCH_SIZE = Histogram("streamrnn_batch_size", "Session chunks run together in one engine batch", registry=REGISTRY,
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

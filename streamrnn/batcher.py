@@ -1,0 +1,104 @@
+"""Cross-session batching for the daemon: one engine thread takes the pending
+chunks of all sessions and runs them through `Recognizer.run` as one batch.
+
+Idle, the thread sleeps on a condition variable (no polling, no CPU). Chunks
+of one session stay in order: a batch holds at most one chunk per session.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from . import telemetry
+from .engine import Recognizer, Session
+
+
+@dataclass
+class Job:
+    session: Session
+    audio: object  # PCM bytes, or None for the end of the stream
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class Batcher:
+    def __init__(self, recognizer: Recognizer, max_batch: int = 64, max_wait_ms: float = 5.0):
+        self.recognizer = recognizer
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.pending: deque[Job] = deque()
+        self.ready = threading.Condition()
+        self.stopped = False
+        self.thread = threading.Thread(target=self.work, name="engine-batcher", daemon=True)
+        self.thread.start()
+
+    async def submit(self, session: Session, audio) -> list[dict]:
+        """The session's events for this chunk (None: the end of its stream); raises its error."""
+        loop = asyncio.get_running_loop()
+        job = Job(session, audio, loop.create_future(), loop)
+        with self.ready:
+            if self.stopped:
+                raise RuntimeError("the engine is stopped")
+            self.pending.append(job)
+            self.ready.notify()
+        return await job.future
+
+    def close(self) -> None:
+        with self.ready:
+            self.stopped = True
+            self.ready.notify()
+        self.thread.join()
+
+    def work(self) -> None:
+        while True:
+            batch = self.next_batch()
+            if batch is None:
+                return
+            started = time.perf_counter()
+            try:
+                results = self.recognizer.run([(job.session, job.audio) for job in batch])
+            except Exception as err:  # a bug must not kill the engine thread: every job gets it
+                results = [err] * len(batch)
+            telemetry.COMPUTE_SECONDS.inc(time.perf_counter() - started)
+            telemetry.BATCH_SIZE.observe(len(batch))
+            for job, result in zip(batch, results):
+                deliver(job, result)
+
+    def next_batch(self) -> list[Job] | None:
+        """Wait for work; give late chunks up to max_wait to join; take at most one per session."""
+        with self.ready:
+            while not self.pending and not self.stopped:
+                self.ready.wait()
+            if self.stopped:
+                for job in self.pending:
+                    deliver(job, RuntimeError("the engine is stopped"))
+                return None
+            if self.max_batch > 1 and self.max_wait_s > 0:
+                self.ready.wait_for(lambda: len(self.pending) >= self.max_batch or self.stopped,
+                                    self.max_wait_s)
+            batch, later, seen = [], deque(), set()
+            while self.pending and len(batch) < self.max_batch:
+                job = self.pending.popleft()
+                (later if id(job.session) in seen else batch).append(job)
+                seen.add(id(job.session))
+            self.pending.extendleft(reversed(later))
+            return batch
+
+
+def deliver(job: Job, result) -> None:
+    try:
+        job.loop.call_soon_threadsafe(settle, job.future, result)
+    except RuntimeError:  # its event loop is closed: nobody is waiting any more
+        pass
+
+
+def settle(future: asyncio.Future, result) -> None:
+    if future.cancelled():
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
