@@ -21,7 +21,7 @@ async def serve(config: Config) -> None:
     ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
     keys = KeyCheck(config.auth.api_key_sha256)
     recognizer = Recognizer(config)
-    service = RecognitionService(recognizer, server_config.max_sessions, config.limits)
+    service = RecognitionService(recognizer, server_config.max_sessions, config.limits, config.batching)
     websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(
         server_config.host, server_config.http_port)
     grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",

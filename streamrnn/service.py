@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from . import telemetry
 from .audio import AudioError
 from .auth import new_secret, same_secret
-from .config import LimitsConfig
+from .batcher import Batcher
+from .config import BatchingConfig, LimitsConfig
 from .engine import Recognizer, Session, SessionOptions
 from .hub import Hub, Subscription
 
@@ -42,12 +43,16 @@ class LiveSession:
 
 
 class RecognitionService:
-    def __init__(self, recognizer: Recognizer, max_sessions: int = 256, limits: LimitsConfig | None = None):
+    def __init__(self, recognizer: Recognizer, max_sessions: int = 256, limits: LimitsConfig | None = None,
+                 batching: BatchingConfig | None = None):
         self.recognizer = recognizer
         self.max_sessions = max_sessions
         self.limits = limits or LimitsConfig()
         self.sessions: dict[str, LiveSession] = {}
-        # One engine thread: torch work is serialised and the event loop stays free.
+        # Session audio goes through the batcher's engine thread; LM-only requests (suggest,
+        # score) through this one. Either way the event loop stays free.
+        batching = batching or BatchingConfig()
+        self.batcher = Batcher(recognizer, batching.max_batch, batching.max_wait_ms)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
 
     async def run(self, function, *args):
@@ -77,7 +82,7 @@ class RecognitionService:
         audio, at_limit = self.within_duration(live, audio)
         started = time.perf_counter()
         try:
-            events = await self.run(live.session.feed, audio)
+            events = await self.batcher.submit(live.session, audio)
         except AudioError as err:
             raise ServiceError("bad_audio", str(err)) from err
         except ValueError as err:
@@ -85,7 +90,6 @@ class RecognitionService:
         elapsed = time.perf_counter() - started
         live.audio_bytes += len(audio)
         telemetry.CHUNK_LATENCY.observe(elapsed)
-        telemetry.COMPUTE_SECONDS.inc(elapsed)
         telemetry.AUDIO_SECONDS.inc(len(audio) / live.session.bytes_per_second)
         events = self.publish(live, events)
         if at_limit:
@@ -117,7 +121,8 @@ class RecognitionService:
         told and the session is forgotten."""
         try:
             end = {"type": "end", "session_id": live.id, "reason": reason}
-            events = await self.run(live.session.finish) + [end]
+            last = await self.batcher.submit(live.session, None) if not live.session.closed else []
+            events = last + [end]
             return self.publish(live, events)
         finally:
             self.close(live)
