@@ -7,7 +7,7 @@ import sys
 
 from .audio import AudioError
 from .checkpoint import ModelError
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, validate
 from .synth import SynthError
 
 
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (server.host)")
     serve.add_argument("--port", type=int, help="WebSocket/HTTP port (server.http_port)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (server.grpc_port)")
+    serve.add_argument("--max-batch", type=int, help="session chunks per engine batch; 1: no batching "
+                                                     "(batching.max_batch)")
 
     transcribe = commands.add_parser("transcribe", help="stream audio files through the engine as if live")
     transcribe.add_argument("audio", nargs="+", help="wav, flac, ogg, opus or mp3 files")
@@ -40,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="the LM's log-probability and perplexity of a sentence")
     score.add_argument("text")
 
-    from . import remote
+    from . import bench, remote
     remote.add_arguments(commands)
+    bench.add_arguments(commands.add_parser(
+        "bench", help="concurrent real-time streams against a daemon: latency, RTF, capacity"))
 
     key = commands.add_parser("key", help="API keys for the daemon's [auth] section")
     key.add_argument("action", choices=["new"], help="new: print a fresh random key and its config line")
@@ -68,6 +72,9 @@ def run_serve(args) -> None:
     for key, value in (("host", args.host), ("http_port", args.port), ("grpc_port", args.grpc_port)):
         if value is not None:
             setattr(config.server, key, value)
+    if args.max_batch is not None:
+        config.batching.max_batch = args.max_batch
+        validate(config, "--max-batch")
     daemon.main(config)
 
 
@@ -133,6 +140,11 @@ def run_synth(args) -> None:
     synth.main(args, load_config(args.config).synth)
 
 
+def run_bench(args) -> None:
+    from . import bench
+    bench.main(args)
+
+
 def run_remote(args) -> None:
     from . import remote
     remote.run(args)
@@ -140,7 +152,7 @@ def run_remote(args) -> None:
 
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
             "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
-            "key": run_key, "train": run_train, "synth": run_synth}
+            "key": run_key, "train": run_train, "synth": run_synth, "bench": run_bench}
 
 
 def main(argv=None) -> None:

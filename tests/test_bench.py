@@ -1,0 +1,36 @@
+"""`streamrnn bench` end to end: real daemons (batched and not), real speech, a few streams."""
+import json
+import subprocess
+import sys
+
+from conftest import speech_sample
+
+
+def test_bench_reports_latency_rtf_capacity_and_peer(tmp_path):
+    files = [str(speech_sample("speechocean762", i)[0]) for i in range(3)]
+    plot = tmp_path / "latency.png"
+    run = subprocess.run([sys.executable, "-m", "streamrnn", "bench", *files, "--streams", "1,2",
+                          "--seconds", "3", "--json", "--plot", str(plot)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert {"capacity_streams", "p95_partial_latency_ms", "rtf", "levels", "unbatched", "idle",
+            "pocketsphinx"} <= set(result)
+    assert [(lv["mode"], lv["streams"]) for lv in result["levels"]] == [
+        ("batched", 1), ("batched", 2), ("unbatched", 1), ("unbatched", 2)]
+    for level in result["levels"]:
+        assert level["errors"] == 0
+        assert 2.0 * level["streams"] <= level["audio_s"] <= 3.5 * level["streams"]
+        assert 0 < level["p50_partial_ms"] <= level["p95_partial_ms"] <= level["p99_partial_ms"]
+        assert level["p95_final_ms"] > 0 and level["rtf"] > 0 and level["mean_batch"] >= 1
+    assert result["capacity_streams"] in (0, 1, 2)
+    assert result["rtf"] == result["levels"][1]["rtf"]
+    assert result["idle"]["sessions"] == 2 and result["idle"]["cpu_percent"] >= 0
+    assert result["pocketsphinx"]["rtf"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_refuses_bad_stream_counts():
+    run = subprocess.run([sys.executable, "-m", "streamrnn", "bench", "--streams", "0,4"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--streams" in run.stderr
