@@ -20,7 +20,7 @@ log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCode.RESOURCE_EXHAUSTED,
           "too_slow": grpc.StatusCode.RESOURCE_EXHAUSTED, "unknown_session": grpc.StatusCode.NOT_FOUND,
-          "config_required": grpc.StatusCode.FAILED_PRECONDITION}
+          "config_required": grpc.StatusCode.FAILED_PRECONDITION, "idle": grpc.StatusCode.DEADLINE_EXCEEDED}
 OPEN_METHODS = "/grpc.health.v1.Health/"  # answers without a key, like /healthz
 ENCODINGS = {pb.PCM_S16LE: "pcm_s16le", pb.F32LE: "f32le"}
 
@@ -90,7 +90,10 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         self.require_config = require_config
 
     async def open_session(self, requests):
-        first = await anext(requests, None)
+        try:
+            first = await asyncio.wait_for(anext(requests, None), self.service.idle_timeout)
+        except TimeoutError:
+            raise ServiceError("idle", f"no config or audio came in {self.service.idle_timeout:g} s") from None
         if first is None or first.WhichOneof("request") != "config":
             if self.require_config or first is None or first.WhichOneof("request") == "eof":
                 raise ServiceError("config_required", "the first request must carry the config")

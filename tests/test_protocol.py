@@ -5,6 +5,7 @@ import filecmp
 import json
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -92,18 +93,36 @@ def test_unknown_session_cannot_be_subscribed(strict_daemon):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_busy_server_says_so(strict_daemon):
+def test_busy_server_says_so_at_once(strict_daemon):
     async def scenario():
         held = [await connect(strict_daemon.url + "/v1/recognize") for _ in range(3)]
         for ws in held:
             await ws.send(CONFIG)
             assert json.loads(await ws.recv())["type"] == "session"
         refused = await ws_exchange(strict_daemon.url, "/v1/recognize", [CONFIG])
+        grpc_refusals = await asyncio.to_thread(grpc_busy_refusals, strict_daemon)
         for ws in held:
             await ws.close()
-        return refused
-    refused = asyncio.run(scenario())
+        return refused, grpc_refusals
+    refused, grpc_refusals = asyncio.run(scenario())
     assert refused[0]["code"] == "busy"
+    for error in grpc_refusals:  # not DEADLINE_EXCEEDED: refused at once, not left hanging
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 3 sessions" in error.details()
+
+
+def grpc_busy_refusals(daemon) -> list[grpc.RpcError]:
+    """What a streaming client that would go on for a minute and a unary client get."""
+    errors = []
+    with GrpcClient(daemon.grpc) as client:
+        def requests():
+            yield client.pb.StreamingRecognizeRequest(config=client.config(encoding="f32le"))
+            threading.Event().wait(60)
+        for call in (lambda: list(client.stub.StreamingRecognize(requests(), timeout=60)),
+                     lambda: client.stub.Recognize(client.pb.RecognizeRequest(audio=b"\0\0"), timeout=60)):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            errors.append(info.value)
+    return errors
 
 
 def test_grpc_errors_are_status_codes(strict_daemon):
