@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_arguments(commands)
     bench.add_arguments(commands.add_parser(
         "bench", help="concurrent real-time streams against a daemon: latency, RTF, capacity"))
+    from . import soak
+    soak.add_arguments(commands)
 
     key = commands.add_parser("key", help="API keys for the daemon's [auth] section")
     key.add_argument("action", choices=["new"], help="new: print a fresh random key and its config line")
@@ -145,6 +147,11 @@ def run_bench(args) -> None:
     bench.main(args)
 
 
+def run_soak(args) -> None:
+    from . import soak
+    soak.main(args)
+
+
 def run_remote(args) -> None:
     from . import remote
     remote.run(args)
@@ -152,7 +159,7 @@ def run_remote(args) -> None:
 
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
             "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
-            "key": run_key, "train": run_train, "synth": run_synth, "bench": run_bench}
+            "key": run_key, "train": run_train, "synth": run_synth, "bench": run_bench, "soak": run_soak}
 
 
 def main(argv=None) -> None:

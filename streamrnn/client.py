@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import numpy as np
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from .transcribe import load_for_streaming
 
@@ -55,28 +56,152 @@ def open_socket(url: str, path: str, api_key: str | None = None, ssl=None, heade
     return connect(url.rstrip("/") + path, additional_headers=headers, ssl=ssl, max_size=None)
 
 
-async def stream_audio(url: str, chunks: Iterable[bytes] | AsyncIterable[bytes], raise_errors: bool = True,
-                       api_key: str | None = None, ssl=None, **config) -> AsyncIterator[dict]:
-    """Send audio chunks to /v1/recognize; yield every event until `end`."""
-    async with open_socket(url, "/v1/recognize", api_key, ssl) as ws:
-        await ws.send(json.dumps(config_message(**config)))
+class AudioBuffer:
+    """Audio sent but not yet acknowledged by the server, by byte offset in the stream,
+    to send again after a reconnection."""
 
-        async def send_all():
-            async for chunk in _aiter(chunks):
-                await ws.send(chunk)
-            await ws.send(json.dumps({"type": "eof"}))
+    def __init__(self):
+        self.chunks: deque[bytes] = deque()
+        self.start = 0  # stream offset of chunks[0]
+        self.end = 0  # stream offset after the last chunk
+        self.grown = asyncio.Event()
 
-        sender = asyncio.create_task(send_all())
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.end += len(chunk)
+        self.grown.set()
+
+    def acknowledge(self, offset: int) -> None:
+        """The server has everything before `offset`: forget it."""
+        while self.chunks and self.start + len(self.chunks[0]) <= offset:
+            self.start += len(self.chunks.popleft())
+
+    def read(self, offset: int) -> bytes:
+        """The audio from `offset` to the end of the chunk holding it (b"" at the end)."""
+        if offset < self.start:
+            raise ValueError(f"audio from byte {offset} was already forgotten (kept from {self.start})")
+        position = self.start
+        for chunk in self.chunks:
+            if offset < position + len(chunk):
+                return chunk[offset - position:]
+            position += len(chunk)
+        return b""
+
+
+class ResumingStream:
+    """One recognition session over WebSocket that survives dropped connections: it reconnects,
+    resumes the session (the server says how much audio it has), sends the rest again and
+    passes on every event once (events carry a sequence number)."""
+
+    def __init__(self, url: str, chunks, config: dict, reconnect_for: float = 30.0, api_key: str | None = None,
+                 ssl=None):
+        self.url, self.api_key, self.ssl = url, api_key, ssl
+        self.source, self.config = chunks, config
+        self.reconnect_for = reconnect_for  # seconds of failed reconnection before giving up
+        self.buffer = AudioBuffer()
+        self.source_done = False
+        self.session_id = self.resume_token = None
+        self.last_seq = 0
+        self.resumes = 0
+        self.deadline, self.delay = None, 0.05  # of the reconnection under way
+
+    async def events(self) -> AsyncIterator[dict]:
+        reader = asyncio.create_task(self.read_source())
         try:
-            async for message in ws:
-                event = json.loads(message)
-                if event["type"] == "error" and raise_errors:
-                    raise ServerError(event["code"], event["message"])
-                yield event
-                if event["type"] == "end":
-                    break
+            while True:
+                try:
+                    async for event in self.connection():
+                        yield event
+                        if event["type"] == "end":
+                            return
+                    if self.session_id is None:  # refused at the start: the error was passed on
+                        return
+                    lost = ConnectionError("the server closed the connection before the session ended")
+                except (ConnectionClosed, OSError) as err:
+                    lost = err
+                if self.session_id is None or not self.reconnect_for:
+                    raise lost
+                await self.wait_to_reconnect(lost)
         finally:
-            sender.cancel()
+            reader.cancel()
+
+    async def read_source(self) -> None:
+        """The audio source is read apart from any connection, so nothing is lost while away."""
+        async for chunk in _aiter(self.source):
+            self.buffer.add(chunk)
+        self.source_done = True
+        self.buffer.grown.set()
+
+    async def wait_to_reconnect(self, err: Exception) -> None:
+        """Retry after 0.1, 0.2, 0.4 ... 2 s; give up (raise `err`) after `reconnect_for` s."""
+        loop = asyncio.get_running_loop()
+        self.deadline = self.deadline or loop.time() + self.reconnect_for
+        self.delay = min(2 * self.delay, 2.0)
+        if loop.time() + self.delay > self.deadline:
+            raise err
+        await asyncio.sleep(self.delay)
+
+    async def connection(self) -> AsyncIterator[dict]:
+        """One connection: start or resume, send audio, yield events not yielded before."""
+        async with open_socket(self.url, "/v1/recognize", self.api_key, self.ssl) as ws:
+            resuming = self.session_id is not None
+            if resuming:
+                await ws.send(json.dumps({"type": "resume", "session_id": self.session_id,
+                                          "resume_token": self.resume_token, "last_seq": self.last_seq}))
+            else:
+                await ws.send(json.dumps(self.config))
+            sender = None
+            try:
+                async for message in ws:
+                    event = json.loads(message)
+                    if event["type"] in ("session", "resumed"):
+                        sender = asyncio.create_task(self.send_audio(ws, self.started(event)))
+                    elif event["type"] == "ack":
+                        self.buffer.acknowledge(event["bytes"])
+                        continue
+                    elif event["type"] == "error" and sender is None and resuming:
+                        raise ServerError(event["code"], event["message"])
+                    if event.get("seq", self.last_seq + 1) <= self.last_seq:
+                        continue  # had it before the connection dropped
+                    self.last_seq = event.get("seq", self.last_seq)
+                    yield event
+            finally:
+                if sender is not None:
+                    sender.cancel()
+
+    def started(self, event: dict) -> int:
+        """Where to start sending audio, from a `session` or `resumed` event."""
+        self.deadline, self.delay = None, 0.05  # connected again: a later drop gets the full time
+        if event["type"] == "session":
+            self.session_id, self.resume_token = event["session_id"], event["resume_token"]
+            return 0
+        self.resumes += 1
+        self.buffer.acknowledge(event["ack"])
+        return event["ack"]
+
+    async def send_audio(self, ws, offset: int) -> None:
+        while True:
+            while chunk := self.buffer.read(offset):
+                await ws.send(chunk)
+                offset += len(chunk)
+            if self.source_done:
+                await ws.send(json.dumps({"type": "eof"}))
+                return
+            self.buffer.grown.clear()
+            await self.buffer.grown.wait()
+
+
+async def stream_audio(url: str, chunks: Iterable[bytes] | AsyncIterable[bytes], raise_errors: bool = True,
+                       reconnect_for: float = 30.0, api_key: str | None = None, ssl=None,
+                       **config) -> AsyncIterator[dict]:
+    """Send audio chunks to /v1/recognize; yield every event until `end`. A dropped connection
+    is resumed (for up to `reconnect_for` seconds of trying; 0: never) with no event lost or
+    repeated; a `resumed` event marks each resumption."""
+    stream = ResumingStream(url, chunks, config_message(**config), reconnect_for, api_key, ssl)
+    async for event in stream.events():
+        if event["type"] == "error" and raise_errors:
+            raise ServerError(event["code"], event["message"])
+        yield event
 
 
 async def subscribe(url: str, session_id: str, read_token: str, api_key: str | None = None,
@@ -193,4 +318,7 @@ def event_from_proto(message) -> dict:
                          always_print_fields_with_no_presence=True)
     if kind == "partial":
         body.pop("words", None)
-    return {"type": kind, **body}
+    for key in ("bytes", "ack"):  # 64-bit integers come as strings
+        if key in body:
+            body[key] = int(body[key])
+    return {"type": kind, **body, **({"seq": message.seq} if message.seq else {})}

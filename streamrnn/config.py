@@ -101,6 +101,12 @@ class BatchingConfig:
 
 
 @dataclass
+class ResumeConfig:
+    window_s: float = 30.0
+    ack_interval_s: float = 0.5
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -113,6 +119,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
 
 class ConfigError(ValueError):
@@ -160,6 +167,9 @@ def validate(config: Config, where: str) -> None:
         (config.limits.subscriber_max_finals >= 1, "limits.subscriber_max_finals must be at least 1"),
         (config.batching.max_batch >= 1, "batching.max_batch must be at least 1"),
         (config.batching.max_wait_ms >= 0, "batching.max_wait_ms must not be negative"),
+        (config.server.drain_timeout_s > 0, "server.drain_timeout_s must be positive"),
+        (config.resume.window_s >= 0, "resume.window_s must be 0 (off) or positive"),
+        (config.resume.ack_interval_s >= 0, "resume.ack_interval_s must not be negative"),
     ]
     checks += training_checks(config.training, config.synth)
     for ok, message in checks:

@@ -21,7 +21,8 @@ async def serve(config: Config) -> None:
     ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
     keys = KeyCheck(config.auth.api_key_sha256)
     recognizer = Recognizer(config)
-    service = RecognitionService(recognizer, server_config.max_sessions, config.limits, config.batching)
+    service = RecognitionService(recognizer, server_config.max_sessions, config.limits, config.batching,
+                                 config.resume)
     websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(
         server_config.host, server_config.http_port)
     grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",
@@ -37,16 +38,26 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await drain(service, websocket, grpc_server, server_config.drain_timeout_s)
+
+
+async def drain(service: RecognitionService, websocket, grpc_server, timeout: float) -> None:
+    """Stop taking sessions, finish the open ones (their finals and `end` reach the clients),
+    then close; past `timeout` seconds, give up on what is left and exit 1."""
     log.info("stopping: finishing %d open sessions", len(service.sessions))
-    websocket.close(close_connections=False)
-    grpc_stopped = asyncio.create_task(grpc_server.stop(server_config.drain_timeout_s))
+    websocket.close(close_connections=False)  # no new connections; the open ones get their finals
+    grpc_stopped = asyncio.create_task(grpc_server.stop(timeout))
     try:
-        await asyncio.wait_for(service.drain(), server_config.drain_timeout_s)
+        async with asyncio.timeout(timeout):
+            await service.drain()
+            for connection in websocket.connections:  # subscribers and /v1/suggest clients
+                asyncio.create_task(connection.close(1001, "server shutting down"))
+            await websocket.wait_closed()
+            await grpc_stopped
     except TimeoutError:
-        log.warning("drain timed out after %.1f s", server_config.drain_timeout_s)
-    websocket.close()
-    await websocket.wait_closed()
-    await grpc_stopped
+        log.error("drain timed out after %.1f s with %d sessions unfinished; exiting anyway",
+                  timeout, len(service.sessions))
+        raise SystemExit(1)
     log.info("stopped")
 
 

@@ -20,7 +20,9 @@ log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCode.RESOURCE_EXHAUSTED,
           "too_slow": grpc.StatusCode.RESOURCE_EXHAUSTED, "unknown_session": grpc.StatusCode.NOT_FOUND,
-          "config_required": grpc.StatusCode.FAILED_PRECONDITION, "idle": grpc.StatusCode.DEADLINE_EXCEEDED}
+          "config_required": grpc.StatusCode.FAILED_PRECONDITION, "idle": grpc.StatusCode.DEADLINE_EXCEEDED,
+          "shutting_down": grpc.StatusCode.UNAVAILABLE, "resume_expired": grpc.StatusCode.NOT_FOUND,
+          "session_ended": grpc.StatusCode.NOT_FOUND, "bad_resume_token": grpc.StatusCode.PERMISSION_DENIED}
 OPEN_METHODS = "/grpc.health.v1.Health/"  # answers without a key, like /healthz
 ENCODINGS = {pb.PCM_S16LE: "pcm_s16le", pb.F32LE: "f32le"}
 
@@ -41,13 +43,21 @@ def result(event: dict) -> pb.Result:
 def to_proto(event: dict) -> pb.RecognitionEvent:
     kind = event["type"]
     if kind in ("partial", "final"):
-        return pb.RecognitionEvent(**{kind: result(event)})
+        return pb.RecognitionEvent(**{kind: result(event)}, seq=event["seq"])
     if kind == "suggestions":
-        return pb.RecognitionEvent(suggestions=pb.Suggestions(words=[pb.Suggestion(**w) for w in event["words"]]))
+        return pb.RecognitionEvent(suggestions=pb.Suggestions(words=[pb.Suggestion(**w) for w in event["words"]]),
+                                   seq=event["seq"])
     if kind == "session":
         return pb.RecognitionEvent(session=pb.SessionStarted(session_id=event["session_id"],
-                                                             read_token=event["read_token"]))
-    return pb.RecognitionEvent(end=pb.SessionEnded(session_id=event["session_id"], reason=event["reason"]))
+                                                             read_token=event["read_token"],
+                                                             resume_token=event["resume_token"]))
+    if kind == "ack":
+        return pb.RecognitionEvent(ack=pb.Ack(bytes=event["bytes"]))
+    if kind == "resumed":
+        return pb.RecognitionEvent(resumed=pb.SessionResumed(session_id=event["session_id"], ack=event["ack"],
+                                                             last_seq=event["last_seq"]))
+    return pb.RecognitionEvent(end=pb.SessionEnded(session_id=event["session_id"], reason=event["reason"]),
+                               seq=event["seq"])
 
 
 async def abort(context, error: ServiceError):
@@ -90,29 +100,51 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         self.require_config = require_config
 
     async def open_session(self, requests):
+        """A new session from the first request's config (or defaults if audio comes first), or
+        a dropped one from a first resume request; with its client attached."""
         try:
             first = await asyncio.wait_for(anext(requests, None), self.service.idle_timeout)
         except TimeoutError:
             raise ServiceError("idle", f"no config or audio came in {self.service.idle_timeout:g} s") from None
-        if first is None or first.WhichOneof("request") != "config":
-            if self.require_config or first is None or first.WhichOneof("request") == "eof":
-                raise ServiceError("config_required", "the first request must carry the config")
-            return self.service.open(SessionOptions(), "grpc"), first.audio
-        return self.service.open(options_from(first.config), "grpc"), b""
+        kind = first.WhichOneof("request") if first is not None else None
+        if kind == "resume":
+            resume = first.resume
+            return *await self.service.resume(resume.session_id, resume.resume_token, resume.last_seq), b""
+        if kind == "config":
+            return *self.service.start(options_from(first.config), "grpc"), b""
+        if self.require_config or kind != "audio":
+            raise ServiceError("config_required", "the first request must carry the config")
+        return *self.service.start(SessionOptions(), "grpc"), first.audio
 
     async def StreamingRecognize(self, requests, context):
+        """Requests are read by their own task, so that the responses also flow when the client
+        sends nothing (a server shutdown finishes the session; a resume replays finals)."""
         try:
-            live, pending_audio = await self.open_session(requests)
+            live, outbox, pending_audio = await self.open_session(requests)
         except ServiceError as err:
             await abort(context, err)
-        log.info("session %s start (grpc %s)", live.id, context.peer())
+        log.info("session %s attached (grpc %s)", live.id, context.peer())
+        reader = asyncio.create_task(self.read(requests, live, outbox, pending_audio))
         try:
-            yield to_proto(live.started_event())
+            while (event := await outbox.get()) is not None:
+                yield to_proto(event)
+        finally:
+            if not reader.done():
+                reader.cancel()
+            await self.service.detach(live, outbox)  # the client left without eof: it may resume
+            log.info("session %s detached (%d finals so far)", live.id, live.session.finals)
+        error = reader.result() if reader.done() and not reader.cancelled() else None
+        if error is not None:
+            await abort(context, error)
+
+    async def read(self, requests, live, outbox, pending_audio: bytes) -> ServiceError | None:
+        """Feed the audio until eof (or the end of the requests); a bad request finishes the
+        session and is returned, to end the call with its status after the last final."""
+        try:
             if pending_audio:
-                for event in await self.service.feed(live, pending_audio):
-                    yield to_proto(event)
+                await self.service.feed(live, pending_audio, outbox)
             reason = "eof"
-            while live.id in self.service.sessions:  # else finished by a limit
+            while live.outbox is outbox:  # else ended by a limit
                 try:
                     request = await asyncio.wait_for(anext(requests, None), self.service.idle_timeout)
                 except TimeoutError:
@@ -122,20 +154,15 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
                 if kind == "eof":
                     break
                 if kind != "audio":
-                    raise ServiceError("bad_message", f"expected audio or eof after the config, got {kind}")
-                for event in await self.service.feed(live, request.audio):
-                    yield to_proto(event)
-            if live.id in self.service.sessions:
-                for event in await self.service.finish(live, reason):
-                    yield to_proto(event)
+                    raise ServiceError("bad_message", f"expected audio or eof after the start, got {kind}")
+                await self.service.feed(live, request.audio, outbox)
+            if live.outbox is outbox:
+                await self.service.finish(live, reason, outbox)
         except ServiceError as err:
-            for event in await self.service.finish(live):
-                yield to_proto(event)
-            await abort(context, err)
-        finally:
-            if live.id in self.service.sessions:  # cancelled by the client: finals still reach subscribers
-                await self.service.finish(live, "disconnect")
-            log.info("session %s end (%d finals)", live.id, live.session.finals)
+            if live.outbox is outbox:
+                await self.service.finish(live, "eof", outbox)
+            return err
+        return None
 
     async def Recognize(self, request, context):
         if not request.audio:

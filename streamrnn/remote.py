@@ -13,6 +13,9 @@ from .client import ServerError, file_chunks, paced, stream_audio, subscribe
 from .tls import client_context
 
 
+RESUME_FAILURES = ("unknown_session", "resume_expired", "session_ended", "shutting_down")
+
+
 class Printer:
     """Partials rewritten in place on a terminal; finals as lines; or JSON lines."""
 
@@ -26,6 +29,8 @@ class Printer:
         elif event["type"] == "session":
             print(f"# session {event['session_id']}; follow it with: streamrnn subscribe {event['session_id']} "
                   f"{event['read_token']}", file=sys.stderr, flush=True)
+        elif event["type"] == "resumed":
+            print(f"\n# connection dropped; resumed session {event['session_id']}", file=sys.stderr, flush=True)
         elif event["type"] == "partial" and self.live:
             print(f"\r\033[K{event['text']}", end="", flush=True)
         elif event["type"] == "final":
@@ -95,8 +100,12 @@ async def mic_command(args) -> None:
                 printer(event)
                 delay = 1.0
             return
+        except ServerError as err:
+            if err.code not in RESUME_FAILURES:
+                raise
+            print(f"# the session could not be resumed ({err}); starting a new one", file=sys.stderr)
         except (ConnectionClosed, OSError) as err:
-            print(f"# connection lost ({err}); reconnecting in {delay:.0f} s", file=sys.stderr)
+            print(f"# connection lost ({err}); starting a new session in {delay:.0f} s", file=sys.stderr)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 

@@ -1,10 +1,14 @@
 """The engine as a service: named live sessions, engine work off the event
-loop, events fanned out to subscribers. Both transports sit on this."""
+loop, events fanned out to subscribers, sessions kept for a while when their
+client's connection drops so that the client can resume them. Both transports
+sit on this."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -12,9 +16,13 @@ from . import telemetry
 from .audio import AudioError
 from .auth import new_secret, same_secret
 from .batcher import Batcher
-from .config import BatchingConfig, LimitsConfig
+from .config import BatchingConfig, LimitsConfig, ResumeConfig
 from .engine import Recognizer, Session, SessionOptions
 from .hub import Hub, Subscription
+
+log = logging.getLogger("streamrnn.service")
+MAX_REPLAY = 256  # finals kept per session for clients that resume
+MAX_FORGOTTEN = 10000  # ids of sessions whose resume window passed, for a precise error
 
 
 class ServiceError(Exception):
@@ -33,22 +41,36 @@ class LiveSession:
     id: str
     session: Session
     hub: Hub = field(default_factory=Hub)
-    notify: object = None  # async callable(events) that reaches the session's own client
     read_token: str = field(default_factory=new_secret)  # what a subscriber must show
-    audio_bytes: int = 0
+    resume_token: str = field(default_factory=new_secret)  # what a returning client must show
+    audio_bytes: int = 0  # audio decoded, for the duration and pace limits
     opened: float = field(default_factory=time.monotonic)
+    # The attached client's events, in order, None at the end; None while no client is attached.
+    outbox: asyncio.Queue | None = None
+    received: int = 0  # audio bytes taken from the client: where a resumed client carries on
+    acked: int = 0  # `received` when the client was last told it
+    seq: int = 0  # sequence number of the last published event
+    replay: deque = field(default_factory=lambda: deque(maxlen=MAX_REPLAY))  # finals and end, with seq
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one engine call at a time, in order
+    expiry: asyncio.TimerHandle | None = None
+    ended: bool = False
 
     def started_event(self) -> dict:
-        return {"type": "session", "session_id": self.id, "read_token": self.read_token}
+        return {"type": "session", "session_id": self.id, "read_token": self.read_token,
+                "resume_token": self.resume_token}
 
 
 class RecognitionService:
     def __init__(self, recognizer: Recognizer, max_sessions: int = 256, limits: LimitsConfig | None = None,
-                 batching: BatchingConfig | None = None):
+                 batching: BatchingConfig | None = None, resume: ResumeConfig | None = None):
         self.recognizer = recognizer
         self.max_sessions = max_sessions
         self.limits = limits or LimitsConfig()
-        self.sessions: dict[str, LiveSession] = {}
+        self.resume_config = resume or ResumeConfig()
+        self.sessions: dict[str, LiveSession] = {}  # open, with or without a client attached
+        self.ended: dict[str, LiveSession] = {}  # ended at eof, kept for the resume window
+        self.forgotten: OrderedDict[str, tuple[str, str]] = OrderedDict()  # old id -> error code, message
+        self.draining = False
         # Session audio goes through the batcher's engine thread; LM-only requests (suggest,
         # score) through this one. Either way the event loop stays free.
         batching = batching or BatchingConfig()
@@ -59,6 +81,8 @@ class RecognitionService:
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     def open(self, options: SessionOptions, transport: str) -> LiveSession:
+        if self.draining:
+            raise ServiceError("shutting_down", "the server is shutting down and takes no new sessions")
         if len(self.sessions) >= self.max_sessions:
             raise ServiceError("busy", f"the server is at its limit of {self.max_sessions} sessions")
         try:
@@ -71,15 +95,93 @@ class RecognitionService:
         telemetry.SESSIONS_TOTAL.labels(transport).inc()
         return live
 
-    @property
-    def idle_timeout(self) -> float | None:
-        """Seconds a client may stay silent (for asyncio.wait_for); None: no limit."""
-        return self.limits.idle_timeout_s or None
+    def start(self, options: SessionOptions, transport: str) -> tuple[LiveSession, asyncio.Queue]:
+        """A new session with its client attached; the client's first event names it."""
+        live = self.open(options, transport)
+        outbox = self.attach(live)
+        outbox.put_nowait(live.started_event())
+        return live, outbox
 
-    async def feed(self, live: LiveSession, audio: bytes) -> list[dict]:
-        """The chunk's events; at the session's audio limit, its last final and `end` too."""
-        self.check_pace(live, len(audio))
-        audio, at_limit = self.within_duration(live, audio)
+    def attach(self, live: LiveSession) -> asyncio.Queue:
+        """The session's events now go to a new client; a client attached before is let go."""
+        if live.outbox is not None:
+            live.outbox.put_nowait(None)
+        if live.expiry is not None:
+            live.expiry.cancel()
+            live.expiry = None
+        live.outbox = asyncio.Queue()
+        return live.outbox
+
+    async def detach(self, live: LiveSession, outbox: asyncio.Queue, dropped: bool = True) -> None:
+        """The client behind `outbox` went away without eof. When its connection `dropped` (rather
+        than being closed on purpose), keep the session for the resume window; else finish it."""
+        if live.outbox is not outbox:  # ended, or resumed on another connection
+            return
+        outbox.put_nowait(None)
+        live.outbox = None
+        window = self.resume_config.window_s
+        if window <= 0 or not dropped:
+            await self.finish(live, "disconnect")
+            return
+        live.expiry = asyncio.get_running_loop().call_later(
+            window, lambda: asyncio.ensure_future(self.expire(live)))
+
+    async def expire(self, live: LiveSession) -> None:
+        if live.outbox is None and not live.ended:
+            log.info("session %s: resume window passed", live.id)
+            await self.finish(live, "disconnect")
+
+    async def resume(self, session_id: str, token: str, last_seq: int) -> tuple[LiveSession, asyncio.Queue]:
+        """Attach a returning client: it learns how much audio was taken (`ack`) and gets the
+        finals (and `end`) published after the last event it has (`last_seq`)."""
+        live = self.find_resumable(session_id, token)
+        async with live.lock:  # audio being fed now is counted before the client learns `ack`
+            outbox = self.attach(live)
+            outbox.put_nowait({"type": "resumed", "session_id": live.id, "ack": live.received,
+                               "last_seq": live.seq})
+            for event in live.replay:
+                if event["seq"] > last_seq:
+                    outbox.put_nowait(event)
+            if live.ended:
+                live.outbox = None
+                outbox.put_nowait(None)
+        telemetry.RESUMES.inc()
+        log.info("session %s resumed at %d bytes, replaying after event %d", live.id, live.received, last_seq)
+        return live, outbox
+
+    def find_resumable(self, session_id: str, token: str) -> LiveSession:
+        if self.draining:
+            raise ServiceError("shutting_down", "the server is shutting down and resumes no sessions")
+        live = self.sessions.get(session_id) or self.ended.get(session_id)
+        if live is None:
+            if session_id in self.forgotten:
+                raise ServiceError(*self.forgotten[session_id])
+            raise ServiceError("unknown_session", f"no live session with id {session_id!r}")
+        if not same_secret(token, live.resume_token):
+            raise ServiceError("bad_resume_token", f"wrong resume token for session {session_id}")
+        return live
+
+    def check_attached(self, live: LiveSession, outbox: asyncio.Queue | None) -> None:
+        if outbox is not None and live.outbox is not outbox:
+            raise ServiceError("session_moved", f"session {live.id} ended or was resumed on another connection")
+
+    async def feed(self, live: LiveSession, audio: bytes, outbox: asyncio.Queue | None = None) -> list[dict]:
+        """Audio from the client attached through `outbox` (None: no resumable client). The
+        chunk's events; at the session's audio limit, its last final and `end` too."""
+        async with live.lock:
+            self.check_attached(live, outbox)
+            try:
+                self.check_pace(live, len(audio))
+                audio, at_limit = self.within_duration(live, audio)
+                events = await self.decode(live, audio)
+            finally:
+                live.received += len(audio)
+            self.acknowledge(live)
+        if at_limit:
+            events += await self.finish(live, "max_duration")
+        return events
+
+    async def decode(self, live: LiveSession, audio: bytes) -> list[dict]:
         started = time.perf_counter()
         try:
             events = await self.batcher.submit(live.session, audio)
@@ -91,10 +193,7 @@ class RecognitionService:
         live.audio_bytes += len(audio)
         telemetry.CHUNK_LATENCY.observe(elapsed)
         telemetry.AUDIO_SECONDS.inc(len(audio) / live.session.bytes_per_second)
-        events = self.publish(live, events)
-        if at_limit:
-            events += await self.finish(live, "max_duration")
-        return events
+        return self.publish(live, events)
 
     def check_pace(self, live: LiveSession, size: int) -> None:
         """Refuse audio that runs ahead of max_realtime_factor x real time by more than the burst."""
@@ -116,27 +215,77 @@ class RecognitionService:
         room = limit - live.audio_bytes
         return (audio[:room], True) if len(audio) >= room else (audio, False)
 
-    async def finish(self, live: LiveSession, reason: str = "eof") -> list[dict]:
-        """Last final, then `end` with why it ended (eof, disconnect, shutdown); subscribers are
-        told and the session is forgotten."""
-        try:
-            end = {"type": "end", "session_id": live.id, "reason": reason}
-            last = await self.batcher.submit(live.session, None) if not live.session.closed else []
-            events = last + [end]
-            return self.publish(live, events)
-        finally:
-            self.close(live)
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds a client may stay silent (for asyncio.wait_for); None: no limit."""
+        return self.limits.idle_timeout_s or None
 
-    def close(self, live: LiveSession) -> None:
-        if self.sessions.pop(live.id, None) is not None:
-            live.hub.close()
-            telemetry.SESSIONS_ACTIVE.set(len(self.sessions))
+    def acknowledge(self, live: LiveSession) -> None:
+        """Tell the client how much audio it need not keep, every `ack_interval_s` of audio."""
+        interval = self.resume_config.ack_interval_s * live.session.bytes_per_second
+        if live.outbox is not None and live.received - live.acked >= interval:
+            live.acked = live.received
+            live.outbox.put_nowait({"type": "ack", "bytes": live.received})
+
+    async def finish(self, live: LiveSession, reason: str = "eof", outbox: asyncio.Queue | None = None) -> list[dict]:
+        """Last final, then `end` with why it ended (eof, disconnect, shutdown); subscribers and
+        the attached client are told and the session is closed."""
+        async with live.lock:
+            self.check_attached(live, outbox)
+            if live.ended:
+                return []
+            try:
+                end = {"type": "end", "session_id": live.id, "reason": reason}
+                last = await self.batcher.submit(live.session, None) if not live.session.closed else []
+                return self.publish(live, last + [end])
+            finally:
+                self.close(live, reason)
+
+    def close(self, live: LiveSession, reason: str) -> None:
+        """Forget an ended session. One that ended at its client's eof is kept for the resume
+        window, so that a client whose connection dropped right after eof still gets its last final."""
+        keep = reason == "eof" and live.outbox is not None and self.resume_config.window_s > 0
+        live.ended = True
+        if live.expiry is not None:
+            live.expiry.cancel()
+        if live.outbox is not None:
+            live.outbox.put_nowait(None)
+            live.outbox = None
+        if self.sessions.pop(live.id, None) is None:
+            return
+        live.hub.close()
+        telemetry.SESSIONS_ACTIVE.set(len(self.sessions))
+        window = self.resume_config.window_s
+        if keep:
+            self.ended[live.id] = live
+            why = f"it ended (eof) and its resume window of {window:g} s has passed"
+            asyncio.get_running_loop().call_later(window, self.forget, live.id, "resume_expired", why)
+        elif reason == "disconnect" and window > 0:
+            self.forget(live.id, "resume_expired",
+                        f"its client did not come back within the resume window of {window:g} s")
+        else:
+            self.forget(live.id, "session_ended", f"it ended ({reason})")
+
+    def forget(self, session_id: str, code: str, why: str) -> None:
+        self.ended.pop(session_id, None)
+        self.forgotten[session_id] = code, f"session {session_id} cannot be resumed: {why}"
+        while len(self.forgotten) > MAX_FORGOTTEN:
+            self.forgotten.popitem(last=False)
 
     def publish(self, live: LiveSession, events: list[dict]) -> list[dict]:
-        telemetry.FINALS.inc(sum(e["type"] == "final" for e in events))
-        for _ in live.hub.publish(events):
+        """Number the events, keep finals for resumes, send them to the client and subscribers."""
+        numbered = []
+        for event in events:
+            live.seq += 1
+            numbered.append({**event, "seq": live.seq})
+        telemetry.FINALS.inc(sum(e["type"] == "final" for e in numbered))
+        live.replay.extend(e for e in numbered if e["type"] in ("final", "end"))
+        for _ in live.hub.publish(numbered):
             telemetry.ERRORS.labels("too_slow").inc()
-        return events
+        if live.outbox is not None:
+            for event in numbered:
+                live.outbox.put_nowait(event)
+        return numbered
 
     def subscribe(self, session_id: str, read_token: str | None) -> tuple[LiveSession, Subscription]:
         """A subscription to a live session; an unknown id and a wrong token get the same refusal."""
@@ -155,9 +304,9 @@ class RecognitionService:
         live = self.open(options, "unary")
         try:
             events = await self.feed(live, audio)
-            return events + (await self.finish(live) if live.id in self.sessions else [])
+            return events + await self.finish(live, "eof")
         finally:
-            self.close(live)  # also when the audio was bad
+            self.close(live, "eof")  # also when the audio was bad
 
     async def guarded(self, function, *args):
         try:
@@ -166,8 +315,8 @@ class RecognitionService:
             raise ServiceError("bad_request", str(err)) from err
 
     async def drain(self) -> None:
-        """Finish every open session (their finals reach clients and subscribers)."""
+        """Take no new sessions; finish every open one (their finals and `end` with reason
+        shutdown reach their clients and subscribers)."""
+        self.draining = True
         for live in list(self.sessions.values()):
-            events = await self.finish(live, "shutdown")
-            if live.notify:
-                await live.notify(events)
+            await self.finish(live, "shutdown")

@@ -1,7 +1,7 @@
 """Prometheus metrics of the daemon."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 REGISTRY = CollectorRegistry()
 SESSIONS_ACTIVE = Gauge("streamrnn_sessions_active", "Sessions open now", registry=REGISTRY)
@@ -10,6 +10,7 @@ SUBSCRIBERS_ACTIVE = Gauge("streamrnn_subscribers_active", "Live transcript subs
 AUDIO_SECONDS = Counter("streamrnn_audio_seconds_total", "Audio received, in seconds", registry=REGISTRY)
 COMPUTE_SECONDS = Counter("streamrnn_compute_seconds_total",
                           "Engine time spent on audio (RTF = this / audio seconds)", registry=REGISTRY)
+RESUMES = Counter("streamrnn_resumes_total", "Sessions resumed after a dropped connection", registry=REGISTRY)
 FINALS = Counter("streamrnn_finals_total", "Final results sent", registry=REGISTRY)
 ERRORS = Counter("streamrnn_errors_total", "Errors returned to clients", ["code"], registry=REGISTRY)
 CHUNK_LATENCY = Histogram("streamrnn_chunk_latency_seconds",
@@ -17,6 +18,7 @@ CHUNK_LATENCY = Histogram("streamrnn_chunk_latency_seconds",
                           buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
 BATCH_SIZE = Histogram("streamrnn_batch_size", "Session chunks run together in one engine batch", registry=REGISTRY,
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes and friends
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

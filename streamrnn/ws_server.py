@@ -85,6 +85,19 @@ def options_from(message: dict) -> SessionOptions:
     return SessionOptions(**values)
 
 
+def resume_fields(message: dict) -> tuple[str, str, int]:
+    """session_id, resume_token and last_seq (default 0) of a resume message."""
+    unknown = set(message) - {"type", "session_id", "resume_token", "last_seq"}
+    if unknown:
+        raise ServiceError("bad_message", f"unknown resume fields: {', '.join(sorted(unknown))}")
+    fields = message.get("session_id"), message.get("resume_token"), message.get("last_seq", 0)
+    if not (isinstance(fields[0], str) and isinstance(fields[1], str) and is_exactly(fields[2], int)
+            and fields[2] >= 0):
+        raise ServiceError("bad_message", "resume needs session_id and resume_token (strings) and "
+                                          "last_seq (a whole number, 0 or more)")
+    return fields
+
+
 def is_exactly(value, kind) -> bool:
     """isinstance, except that a JSON true/false is not a number."""
     return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
@@ -163,66 +176,80 @@ class WebSocketServer:
         except ConnectionClosed:
             pass
 
-    async def send(self, connection: ServerConnection, events: list[dict]) -> None:
-        for event in events:
-            await connection.send(json.dumps(event))
-
     async def send_error(self, connection: ServerConnection, error: ServiceError) -> None:
         telemetry.ERRORS.labels(error.code).inc()
         await connection.send(json.dumps(error.event()))
 
+    async def receive(self, connection: ServerConnection):
+        """The next message; TimeoutError after the idle timeout."""
+        return await asyncio.wait_for(connection.recv(), self.service.idle_timeout)
+
     async def open_session(self, connection: ServerConnection):
-        """The session from a first config message, or with defaults if audio comes first."""
+        """A new session from a first config message (or with defaults if audio comes first),
+        or a dropped one from a first resume message; with its client attached."""
         try:
-            opening = await asyncio.wait_for(connection.recv(), self.service.idle_timeout)
+            opening = await self.receive(connection)
         except TimeoutError:
             raise ServiceError("idle", f"no config or audio came in {self.service.idle_timeout:g} s") from None
         if isinstance(opening, bytes):
             if self.require_config:
                 raise ServiceError("config_required", "send a config message before any audio")
-            return self.service.open(SessionOptions(), "websocket"), opening
+            return *self.service.start(SessionOptions(), "websocket"), opening
         message = parse_json(opening)
+        if message["type"] == "resume":
+            return *await self.service.resume(*resume_fields(message)), None
         if message["type"] != "config":
             raise ServiceError("config_required", f'the first message must be config, got {message["type"]!r}')
-        return self.service.open(options_from(message), "websocket"), None
+        return *self.service.start(options_from(message), "websocket"), None
 
     async def recognize(self, connection: ServerConnection) -> None:
         try:
-            live, pending_audio = await self.open_session(connection)
+            live, outbox, pending_audio = await self.open_session(connection)
         except ServiceError as err:
             await self.send_error(connection, err)
             await connection.close(1008, err.code)
             return
-        log.info("session %s start (websocket %s)", live.id, connection.remote_address)
-        live.notify = lambda events: self.send(connection, events)
+        log.info("session %s attached (websocket %s)", live.id, connection.remote_address)
+        writer = asyncio.create_task(self.write(connection, outbox))
         try:
-            await self.send(connection, [live.started_event()])
             if pending_audio:
-                await self.send(connection, await self.service.feed(live, pending_audio))
-            await self.stream(connection, live)
-        finally:
-            if live.id in self.service.sessions:  # client left without eof: its final still goes out
-                await self.service.finish(live, "disconnect")
-            log.info("session %s end (%d finals)", live.id, live.session.finals)
+                await self.service.feed(live, pending_audio, outbox)
+            await self.read(connection, live, outbox)
+        except ConnectionClosed:
+            pass
+        finally:  # without eof: a dropped connection (no close frame) may be resumed
+            await self.service.detach(live, outbox, dropped=connection.protocol.close_rcvd is None)
+            await writer
+            log.info("session %s detached (%d finals so far)", live.id, live.session.finals)
 
-    async def stream(self, connection: ServerConnection, live) -> None:
-        while live.id in self.service.sessions:  # else finished by a limit or a server shutdown
+    async def read(self, connection: ServerConnection, live, outbox: asyncio.Queue) -> None:
+        while live.outbox is outbox:  # else ended (eof, a limit, a shutdown) or resumed elsewhere
             try:
-                message = await asyncio.wait_for(connection.recv(), self.service.idle_timeout)
+                message = await self.receive(connection)
             except TimeoutError:
-                await self.send(connection, await self.service.finish(live, "idle"))
+                await self.service.finish(live, "idle", outbox)
                 return
             try:
                 if isinstance(message, bytes):
-                    await self.send(connection, await self.service.feed(live, message))
+                    await self.service.feed(live, message, outbox)
                     continue
                 kind = parse_json(message)["type"]
                 if kind == "eof":
-                    await self.send(connection, await self.service.finish(live))
+                    await self.service.finish(live, "eof", outbox)
                     return
                 raise ServiceError("bad_message", f"unknown message type {kind!r}; expected audio or eof")
             except ServiceError as err:
-                await self.send_error(connection, err)
+                telemetry.ERRORS.labels(err.code).inc()
+                outbox.put_nowait(err.event())
+
+    async def write(self, connection: ServerConnection, outbox: asyncio.Queue) -> None:
+        """The session's events to its client, in order, until the session ends or moves on."""
+        try:
+            while (event := await outbox.get()) is not None:
+                await connection.send(json.dumps(event))
+            await connection.close()
+        except ConnectionClosed:
+            pass
 
     async def subscribe(self, connection: ServerConnection, session_id: str, read_token: str | None) -> None:
         try:

@@ -65,7 +65,8 @@ class RecognizerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def StreamingRecognize(self, request_iterator, context):
-        """First request: config. Then audio chunks; then eof (or close the stream).
+        """First request: config (or resume, to carry on a session whose stream dropped).
+        Then audio chunks; then eof (or close the stream).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
