@@ -79,7 +79,8 @@ def test_session_ends_at_its_audio_limit(limited):
     assert max(e["end"] for e in events if e["type"] == "final") <= 2.0
     with GrpcClient(limited.grpc) as client:
         grpc_events = [event_from_proto(m) for m in client.streaming_recognize(paced_sync(chunks), encoding="f32le")]
-    assert grpc_events[-1] == {"type": "end", "session_id": grpc_events[0]["session_id"], "reason": "max_duration"}
+    assert grpc_events[-1] == {"type": "end", "session_id": grpc_events[0]["session_id"], "reason": "max_duration",
+                               "seq": grpc_events[-1]["seq"]}
 
 
 def paced_sync(chunks):
@@ -253,7 +254,7 @@ def test_slow_subscriber_is_cut_off_and_the_speaker_is_untouched(backpressure_da
     engine = Recognizer(load_config(tiny_daemon_config(tiny_models, tmp_path, FAST_ENGINE)))
     session = engine.session(SessionOptions(encoding="f32le"))
     expected = [e for chunk in chunks for e in session.feed(chunk)] + session.finish()
-    assert [e for e in spoken if e["type"] not in ("session", "end")] == \
-        json.loads(json.dumps(expected))
+    unnumbered = [{k: v for k, v in e.items() if k != "seq"} for e in spoken if e["type"] not in ("session", "end", "ack")]
+    assert unnumbered == json.loads(json.dumps(expected))
     assert spoken[-1]["reason"] == "eof"
 
