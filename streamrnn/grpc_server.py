@@ -19,7 +19,8 @@ from .service import RecognitionService, ServiceError
 log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCode.RESOURCE_EXHAUSTED,
-          "too_slow": grpc.StatusCode.RESOURCE_EXHAUSTED, "unknown_session": grpc.StatusCode.NOT_FOUND,
+          "too_slow": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_long": grpc.StatusCode.RESOURCE_EXHAUSTED,
+          "unknown_session": grpc.StatusCode.NOT_FOUND,
           "config_required": grpc.StatusCode.FAILED_PRECONDITION, "idle": grpc.StatusCode.DEADLINE_EXCEEDED,
           "shutting_down": grpc.StatusCode.UNAVAILABLE, "resume_expired": grpc.StatusCode.NOT_FOUND,
           "session_ended": grpc.StatusCode.NOT_FOUND, "bad_resume_token": grpc.StatusCode.PERMISSION_DENIED}

@@ -209,11 +209,13 @@ class RecognitionService:
         """The part of the chunk within max_session_audio_s, and whether the limit is reached."""
         if not self.limits.max_session_audio_s:
             return audio, False
-        bytes_per_second = live.session.bytes_per_second
-        sample_bytes = bytes_per_second // live.session.options.sample_rate
-        limit = int(self.limits.max_session_audio_s * live.session.options.sample_rate) * sample_bytes
-        room = limit - live.audio_bytes
+        room = self.audio_limit_bytes(live) - live.audio_bytes
         return (audio[:room], True) if len(audio) >= room else (audio, False)
+
+    def audio_limit_bytes(self, live: LiveSession) -> int:
+        """max_session_audio_s in whole samples of the session's encoding."""
+        rate = live.session.options.sample_rate
+        return int(self.limits.max_session_audio_s * rate) * (live.session.bytes_per_second // rate)
 
     @property
     def idle_timeout(self) -> float | None:
@@ -301,9 +303,14 @@ class RecognitionService:
         return await self.guarded(self.recognizer.score, text)
 
     async def recognize(self, options: SessionOptions, audio: bytes) -> list[dict]:
+        """A whole recording at once: all of it within max_session_audio_s or an error, and
+        not held to the real-time pace."""
         live = self.open(options, "unary")
         try:
-            events = await self.feed(live, audio)
+            limit = self.limits.max_session_audio_s
+            if limit and len(audio) > self.audio_limit_bytes(live):
+                raise ServiceError("too_long", f"the audio is longer than the limit of {limit:g} s per session")
+            events = await self.decode(live, audio)
             return events + await self.finish(live, "eof")
         finally:
             self.close(live, "eof")  # also when the audio was bad

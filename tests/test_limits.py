@@ -36,7 +36,7 @@ def noise_chunks(seconds, chunk_s=CHUNK_S, seed=0):
 def limited(tiny_models, tmp_path_factory):
     """Small messages, 2 s of audio per session, 1 s idle, real-time pace after a 0.5 s burst."""
     server = Daemon(tiny_daemon_config(tiny_models, tmp_path_factory.mktemp("limited"),
-                                       "[limits]\nmax_message_bytes = 8192\ngrpc_max_message_bytes = 8192\n"
+                                       "[limits]\nmax_message_bytes = 8192\ngrpc_max_message_bytes = 100000\n"
                                        "max_session_audio_s = 2.0\nidle_timeout_s = 1.0\n"
                                        "max_realtime_factor = 1.0\nrealtime_burst_s = 0.5\n"))
     yield server
@@ -64,10 +64,10 @@ def test_oversized_websocket_message_closes_with_1009(limited):
 def test_oversized_grpc_message_is_resource_exhausted(limited):
     with GrpcClient(limited.grpc) as client:
         with pytest.raises(grpc.RpcError) as info:
-            list(client.streaming_recognize([b"\0" * 8196], encoding="f32le"))
+            list(client.streaming_recognize([b"\0" * 100004], encoding="f32le"))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         with pytest.raises(grpc.RpcError) as info:
-            client.recognize(b"\0" * 8196, encoding="f32le")
+            client.recognize(b"\0" * 100004, encoding="f32le")
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -81,6 +81,12 @@ def test_session_ends_at_its_audio_limit(limited):
         grpc_events = [event_from_proto(m) for m in client.streaming_recognize(paced_sync(chunks), encoding="f32le")]
     assert grpc_events[-1] == {"type": "end", "session_id": grpc_events[0]["session_id"], "reason": "max_duration",
                                "seq": grpc_events[-1]["seq"]}
+    with GrpcClient(limited.grpc) as client:  # unary: whole audio at once, so all of it or an error
+        with pytest.raises(grpc.RpcError) as info:
+            client.recognize(b"\0\0" * int(16000 * 2.5))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.details() == "the audio is longer than the limit of 2 s per session"
+        client.recognize(b"\0\0" * int(16000 * 1.5))  # within the limit; not held to the real-time pace
 
 
 def paced_sync(chunks):
