@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import numpy as np
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage
 
 from .transcribe import load_for_streaming
 
@@ -88,6 +89,11 @@ class AudioBuffer:
         return b""
 
 
+def unreachable(err: Exception) -> bool:
+    """No daemon at the address (as opposed to a connection cut on the way)."""
+    return isinstance(err, (ConnectionRefusedError, socket.gaierror))
+
+
 class ResumingStream:
     """One recognition session over WebSocket that survives dropped connections: it reconnects,
     resumes the session (the server says how much audio it has), sends the rest again and
@@ -117,9 +123,9 @@ class ResumingStream:
                     if self.session_id is None:  # refused at the start: the error was passed on
                         return
                     lost = ConnectionError("the server closed the connection before the session ended")
-                except (ConnectionClosed, OSError) as err:
+                except (ConnectionClosed, InvalidMessage, OSError) as err:
                     lost = err
-                if self.session_id is None or not self.reconnect_for:
+                if not self.reconnect_for or (self.session_id is None and unreachable(lost)):
                     raise lost
                 await self.wait_to_reconnect(lost)
         finally:

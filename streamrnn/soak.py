@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -31,6 +31,7 @@ class ChaosProxy:
         self.mean_life_s = mean_life_s
         self.random = random.Random(seed)
         self.links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self.handlers: set[asyncio.Task] = set()
         self.cuts = 0
         self.server = None
 
@@ -43,8 +44,11 @@ class ChaosProxy:
         self.server.close()
         for link in list(self.links):
             self.cut(link, count=False)
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
     async def handle(self, client_reader, client_writer) -> None:
+        self.handlers.add(asyncio.current_task())
+        asyncio.current_task().add_done_callback(self.handlers.discard)
         try:
             server_reader, server_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -93,7 +97,7 @@ class SoakReport:
     seconds: float = 0.0
     sessions: int = 0
     failed_sessions: int = 0
-    audio_messages: int = 0
+    audio_chunks: int = 0
     audio_seconds: float = 0.0
     drops: int = 0
     resumes: int = 0
@@ -103,7 +107,7 @@ class SoakReport:
     out_of_order: int = 0
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
-    errors: Counter = None
+    errors: dict = field(default_factory=dict)  # failed sessions by error
 
     def add_session(self, expected: list, got: list, resumes: int, error: str | None) -> None:
         """Finals compared as (text, start, end): `lost` are expected ones that never came,
@@ -115,7 +119,7 @@ class SoakReport:
         self.duplicated_finals += sum((Counter(got) - Counter(expected)).values())
         if error:
             self.failed_sessions += 1
-            self.errors[error] += 1
+            self.errors[error] = self.errors.get(error, 0) + 1
 
 
 def noise_clip(seconds: float, seed: int) -> np.ndarray:
@@ -168,7 +172,7 @@ async def soak(url: str, clients: int, seconds: float, mean_life_s: float, pace:
     real time, 2.0 twice as fast."""
     clips = load_clips(paths or [], 8, clip_seconds)
     references = await reference_finals(url, clips)
-    report = SoakReport(clients=clients, errors=Counter(), rss_start_mb=daemon_rss_mb(url))
+    report = SoakReport(clients=clients, rss_start_mb=daemon_rss_mb(url))
     parts = urlsplit(url)
     proxy = ChaosProxy(parts.hostname, parts.port or 80, mean_life_s, seed)
     proxy_url = await proxy.start()
@@ -202,7 +206,7 @@ async def one_session(url: str, clip, expected: list, report: SoakReport, pace: 
         error = f"{type(err).__name__}: {err}"[:120]
     seqs = [e["seq"] for e in events if "seq" in e]
     report.out_of_order += sum(b <= a for a, b in zip(seqs, seqs[1:]))
-    report.audio_messages += len(chunks)
+    report.audio_chunks += len(chunks)
     report.audio_seconds += len(chunks) * CHUNK_MS / 1000
     report.add_session(expected, finals_of(events), sum(e["type"] == "resumed" for e in events), error)
 
