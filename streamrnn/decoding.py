@@ -152,7 +152,7 @@ class Decoder:
         `beam_floor` (nor merge with another hypothesis) is not even gathered."""
         candidates, following, blank = self.candidates(row), {}, row[BLANK]
         texts = {hyp.text for hyp in self.beam}
-        floor = self.beam_floor(blank)
+        floor = self.beam_floor(row, candidates)
         for hyp in self.beam:
             total = hyp.acoustic
             same = following.get(hyp.text)
@@ -179,17 +179,24 @@ class Decoder:
                 self.extend_into(following, hyp, token, log_prob, token_log_prob)
         self.beam = self.select(following)
 
-    def beam_floor(self, blank: float) -> float:
-        """A score that the beam's worst next hypothesis surely reaches: a hypothesis whose text no
-        earlier one in the beam reaches by a character keeps at least its own blank path and bonus."""
+    def beam_floor(self, row: list[float], candidates: list[int]) -> float:
+        """A score that the beam's worst next hypothesis surely reaches: every hypothesis's text
+        survives with at least its own blank path, and the bonus of whichever hypothesis makes that
+        text first (itself, or an earlier one that reaches it by one more character)."""
         if self.greedy or len(self.beam) < self.beam_size:
             return NEG_INF
-        sure, seen = [], set()
+        blank, allowed, earlier, sure = row[BLANK], set(candidates), {}, []
         for hyp in self.beam:
-            if not hyp.text or hyp.text[:-1] not in seen:
-                sure.append(hyp.acoustic + blank + hyp.bonus + hyp.bias_pending)
-            seen.add(hyp.text)
-        return heapq.nlargest(self.beam_size, sure)[-1] if len(sure) >= self.beam_size else NEG_INF
+            maker = hyp
+            parent = earlier.get(hyp.text[:-1]) if hyp.text else None
+            token = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
+            if parent is not None and token in allowed:
+                repeat = parent.text and parent.text[-1] == hyp.text[-1]
+                if (parent.p_blank if repeat else parent.acoustic) + row[token] != NEG_INF:
+                    maker = self.extended(parent, token, row[token])
+            sure.append(hyp.acoustic + blank + maker.bonus + maker.bias_pending)
+            earlier.setdefault(hyp.text, hyp)
+        return heapq.nlargest(self.beam_size, sure)[-1]
 
     @staticmethod
     def extend_into(following: dict, hyp: Hypothesis, token: int, log_prob: float,
@@ -206,29 +213,37 @@ class Decoder:
         """The `beam_size` best next hypotheses, exactly as sorting all of them by score would pick
         them (ties keep their order). Extensions are built and LM-scored best bound first, and only
         while their score bound could still beat the beam's worst: on blank-dominated steps few are."""
-        scored, bounded = [], []
-        for index, (p_blank, p_nonblank, parent, token, token_log_prob) in enumerate(following.values()):
+        scored, bounded = [], []  # scored: (score, index, built hypothesis or None, entry)
+        for index, entry in enumerate(following.values()):
+            p_blank, p_nonblank, parent, token, _ = entry
+            acoustic = log_add(p_blank, p_nonblank)
             if token == 0:
-                hyp = parent.clone()
-                hyp.p_blank, hyp.p_nonblank = p_blank, p_nonblank
-                scored.append((hyp.score, index, hyp))
+                scored.append((acoustic + parent.bonus + parent.bias_pending, index, None, entry))
             else:
-                bound = log_add(p_blank, p_nonblank) + parent.bonus + self.bonus_bound(parent, token)
-                bounded.append((bound, index, parent, token, token_log_prob, p_blank, p_nonblank))
+                bounded.append((acoustic + parent.bonus + self.bonus_bound(parent, token), index, entry))
         worst = heapq.nlargest(self.beam_size, (item[0] for item in scored))
         heapq.heapify(worst)
-        for bound, index, parent, token, token_log_prob, p_blank, p_nonblank in sorted(bounded, key=lambda b: -b[0]):
+        for bound, index, entry in sorted(bounded, key=lambda b: -b[0]):
             if len(worst) == self.beam_size and worst[0] > bound:
                 break
+            p_blank, p_nonblank, parent, token, token_log_prob = entry
             hyp = self.extended(parent, token, token_log_prob)
             hyp.p_blank, hyp.p_nonblank = p_blank, p_nonblank
-            scored.append((hyp.score, index, hyp))
+            score = hyp.score
+            scored.append((score, index, hyp, entry))
             if len(worst) < self.beam_size:
-                heapq.heappush(worst, hyp.score)
-            elif hyp.score > worst[0]:
-                heapq.heapreplace(worst, hyp.score)
+                heapq.heappush(worst, score)
+            elif score > worst[0]:
+                heapq.heapreplace(worst, score)
         scored.sort(key=lambda item: (-item[0], item[1]))
-        return [hyp for _, _, hyp in scored[: self.beam_size]]
+        return [hyp or self.kept(entry) for _, _, hyp, entry in scored[: self.beam_size]]
+
+    @staticmethod
+    def kept(entry: list) -> Hypothesis:
+        """A hypothesis that keeps its text this step, with its new probabilities."""
+        hyp = entry[2].clone()
+        hyp.p_blank, hyp.p_nonblank = entry[0], entry[1]
+        return hyp
 
     def bonus_bound(self, parent: Hypothesis, token: int) -> float:
         """An upper bound (with a little slack for rounding) on what extending `parent` by `token`
