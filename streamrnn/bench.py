@@ -49,7 +49,7 @@ class Level:
     p50_final_ms: float | None
     p95_final_ms: float | None
     rtf: float | None  # engine seconds per audio second, all streams together
-    cpu_percent_per_stream: float | None  # of one core, the daemon process
+    cpu_s_per_audio_s: float | None  # the daemon process's CPU seconds per audio second it got
     rss_mb_per_stream: float | None
     mean_batch: float | None
     errors: int
@@ -177,9 +177,8 @@ async def run_level(url: str, probe: DaemonProbe, clips, streams: int, seconds: 
         for i in range(streams)))
     sampler.cancel()
     after_metrics, after_cpu = probe.metrics(), probe.cpu_seconds()
-    return summarise(mode, streams, seconds, records, before_metrics, after_metrics,
-                     before_cpu, after_cpu, base_rss, max(r for r in peak_rss if r is not None) if base_rss else None,
-                     loop.time() - start)
+    return summarise(mode, streams, records, before_metrics, after_metrics, before_cpu, after_cpu,
+                     base_rss, max(r for r in peak_rss if r is not None) if base_rss else None)
 
 
 async def sample_rss(probe: DaemonProbe, peak: list) -> None:
@@ -188,7 +187,7 @@ async def sample_rss(probe: DaemonProbe, peak: list) -> None:
         await asyncio.sleep(0.5)
 
 
-def summarise(mode, streams, seconds, records, before, after, cpu0, cpu1, rss0, rss1, wall) -> Level:
+def summarise(mode, streams, records, before, after, cpu0, cpu1, rss0, rss1) -> Level:
     partials = [ms for r in records for ms in r.partial_ms]
     finals = [r.final_ms for r in records if r.final_ms is not None]
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
@@ -200,7 +199,7 @@ def summarise(mode, streams, seconds, records, before, after, cpu0, cpu1, rss0, 
         p99_partial_ms=percentile(partials, 99), p50_final_ms=percentile(finals, 50),
         p95_final_ms=percentile(finals, 95),
         rtf=round(delta["streamrnn_compute_seconds_total"] / audio, 4) if audio else None,
-        cpu_percent_per_stream=round(100 * (cpu1 - cpu0) / wall / streams, 2) if cpu0 is not None else None,
+        cpu_s_per_audio_s=round((cpu1 - cpu0) / audio, 4) if cpu0 is not None and audio else None,
         rss_mb_per_stream=round((rss1 - rss0) / streams, 3) if rss0 is not None else None,
         mean_batch=round(delta["streamrnn_batch_size_sum"] / batches, 1) if batches else None,
         errors=sum(r.error is not None for r in records))
@@ -313,7 +312,7 @@ def headline(levels: list[Level]) -> dict:
 
 COLUMNS = [("mode", "mode"), ("streams", "streams"), ("p50_partial_ms", "p50 ms"), ("p95_partial_ms", "p95 ms"),
            ("p99_partial_ms", "p99 ms"), ("p95_final_ms", "final p95 ms"), ("rtf", "RTF"),
-           ("cpu_percent_per_stream", "CPU %/stream"), ("rss_mb_per_stream", "MB/stream"),
+           ("cpu_s_per_audio_s", "CPU s/audio s"), ("rss_mb_per_stream", "MB/stream"),
            ("mean_batch", "batch"), ("errors", "errors")]
 
 
