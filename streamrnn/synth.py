@@ -105,18 +105,19 @@ def synthesize(sources: list[str], out: Path, count: int, voices: list[str], rat
     speakers = voice_functions(voices)
     sentences = pick_sentences(sources, count, min_words, max_words, rng)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for index, text in enumerate(sentences):
-        rate = float(rng.uniform(*rates))
-        samples, sample_rate, speaker = speakers[index % len(speakers)](text.lower(), rate, rng)
-        samples16 = resample_16k(samples, sample_rate)
-        audio = f"audio/{index:06d}.flac"
-        soundfile.write(out / audio, samples16, SAMPLE_RATE)
-        lines.append(json.dumps({"audio": audio, "text": text, "duration": round(len(samples16) / SAMPLE_RATE, 3),
-                                 "speaker": speaker, "split": "train", "rate": round(rate, 3)}))
-        progress(index + 1)
     manifest = out / "manifest.jsonl"
-    manifest.write_text("\n".join(lines) + "\n")
+    with open(manifest, "w") as lines:  # a line per utterance as it is made: an interrupted run is usable
+        for index, text in enumerate(sentences):
+            rate = float(rng.uniform(*rates))
+            samples, sample_rate, speaker = speakers[index % len(speakers)](text.lower(), rate, rng)
+            samples16 = resample_16k(samples, sample_rate)
+            audio = f"audio/{index:06d}.flac"
+            soundfile.write(out / audio, samples16, SAMPLE_RATE)
+            record = {"audio": audio, "text": text, "duration": round(len(samples16) / SAMPLE_RATE, 3),
+                      "speaker": speaker, "split": "train", "rate": round(rate, 3)}
+            lines.write(json.dumps(record) + "\n")
+            lines.flush()
+            progress(index + 1)
     return manifest
 
 
