@@ -173,7 +173,9 @@ class RecognitionService:
             try:
                 self.check_pace(live, len(audio))
                 audio, at_limit = self.within_duration(live, audio)
-                events = await self.decode(live, audio)
+                # Shielded: once the engine has the chunk, its events are published even if the
+                # transport gives up waiting (a cancelled gRPC call), so a resume finds them.
+                events = await asyncio.shield(self.decode(live, audio))
             finally:
                 live.received += len(audio)
             self.acknowledge(live)

@@ -102,12 +102,14 @@ class SoakReport:
     drops: int = 0
     resumes: int = 0
     expected_finals: int = 0
-    lost_finals: int = 0
-    duplicated_finals: int = 0
+    lost_finals: int = 0  # of sessions that ended normally
+    duplicated_finals: int = 0  # of sessions that ended normally
+    finals_of_failed_sessions: int = 0  # expected finals of the sessions that failed (given up)
     out_of_order: int = 0
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     errors: dict = field(default_factory=dict)  # failed sessions by error
+    mismatches: list = field(default_factory=list)  # a few sessions whose finals differed, for a look
 
     def add_session(self, expected: list, got: list, resumes: int, error: str | None) -> None:
         """Finals compared as (text, start, end): `lost` are expected ones that never came,
@@ -115,11 +117,18 @@ class SoakReport:
         self.sessions += 1
         self.resumes += resumes
         self.expected_finals += len(expected)
-        self.lost_finals += sum((Counter(expected) - Counter(got)).values())
-        self.duplicated_finals += sum((Counter(got) - Counter(expected)).values())
         if error:
             self.failed_sessions += 1
+            self.finals_of_failed_sessions += len(expected)
+            error = re.sub(r"[0-9a-f]{32}", "ID", error)[:160]
             self.errors[error] = self.errors.get(error, 0) + 1
+            return
+        lost = sum((Counter(expected) - Counter(got)).values())
+        duplicated = sum((Counter(got) - Counter(expected)).values())
+        self.lost_finals += lost
+        self.duplicated_finals += duplicated
+        if (lost or duplicated) and len(self.mismatches) < 3:
+            self.mismatches.append({"expected": expected, "got": got})
 
 
 def noise_clip(seconds: float, seed: int) -> np.ndarray:
@@ -203,7 +212,7 @@ async def one_session(url: str, clip, expected: list, report: SoakReport, pace: 
                                         encoding="f32le", interim_results=False, suggestions=0):
             events.append(event)
     except Exception as err:  # counted and reported by kind: a soak run goes on
-        error = f"{type(err).__name__}: {err}"[:120]
+        error = f"{type(err).__name__}: {err}"
     seqs = [e["seq"] for e in events if "seq" in e]
     report.out_of_order += sum(b <= a for a, b in zip(seqs, seqs[1:]))
     report.audio_chunks += len(chunks)
