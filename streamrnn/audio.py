@@ -35,6 +35,14 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     return samples.mean(axis=1), rate
 
 
+def chunks(samples: np.ndarray, rate: int, chunk_ms: int | None):
+    """Consecutive pieces of `chunk_ms` milliseconds (the last may be shorter); the whole
+    signal as one piece when chunk_ms is None."""
+    step = max(1, rate * chunk_ms // 1000) if chunk_ms else max(1, len(samples))
+    for start in range(0, len(samples), step):
+        yield samples[start:start + step]
+
+
 def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
     """Raw little-endian PCM bytes to float32 samples in [-1, 1]."""
     if encoding == "pcm_s16le":

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 
 from .audio import AudioError
 from .checkpoint import ModelError
 from .config import ConfigError, load_config, validate
+from .peer import PeerError
 from .synth import SynthError
 
 
@@ -29,12 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--json", action="store_true", help="one JSON event per line")
     transcribe.add_argument("--phrase", action="append", default=[], help="a phrase to boost (repeatable)")
 
-    evaluate = commands.add_parser("eval", help="WER, CER and RTF over a JSONL manifest")
-    evaluate.add_argument("manifest")
+    evaluate = commands.add_parser("eval", help="WER, CER and RTF over JSONL manifests, streaming and offline")
+    evaluate.add_argument("manifest", nargs="+")
     evaluate.add_argument("--split", choices=["all", "train", "dev"], default="all")
-    evaluate.add_argument("--chunk-ms", type=int, default=100)
-    evaluate.add_argument("--hyps", help="write reference and hypothesis per utterance to this JSONL")
-    evaluate.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    evaluate.add_argument("--chunk-ms", type=int, default=100, help="streaming chunk size")
+    evaluate.add_argument("--peer", action="append", default=[], choices=["pocketsphinx"],
+                          help="also evaluate this recognizer on the same audio and chunks")
+    evaluate.add_argument("--json", action="store_true", help="the result rows as JSON")
+    evaluate.add_argument("--hyps", help="write the reference and every system's hypotheses per utterance to this JSONL")
+    evaluate.add_argument("--limit", type=int, default=0, help="only the first N utterances of each manifest")
 
     suggest = commands.add_parser("suggest", help="the LM's most likely next words")
     suggest.add_argument("text", nargs="?", default="")
@@ -97,12 +102,22 @@ def run_transcribe(args) -> None:
 
 
 def run_eval(args) -> None:
-    from .evaluate import evaluate
-    result = evaluate(recognizer(args), args.manifest, args.split, args.chunk_ms, args.hyps, args.limit)
-    print(f"utterances {result['utterances']} ({result['audio_hours'] * 60:.1f} min, split {args.split})")
-    print(f"WER {100 * result['wer']:.2f}%")
-    print(f"CER {100 * result['cer']:.2f}%")
-    print(f"RTF {result['rtf']:.4f}")
+    from .evaluate import Streamrnn, evaluate, results_table, summary_lines
+    from .peer import PEERS
+    if args.chunk_ms <= 0:
+        raise ValueError(f"--chunk-ms must be positive, got {args.chunk_ms}")
+    systems = [Streamrnn(recognizer(args))] + [PEERS[name]() for name in dict.fromkeys(args.peer)]
+    rows = []
+    with open(args.hyps, "w") if args.hyps else nullcontext() as hyps:
+        for manifest in args.manifest:
+            rows += evaluate(systems, manifest, args.split, args.chunk_ms, hyps, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif len(rows) == 1:
+        print("\n".join(summary_lines(rows[0])))
+    else:
+        print(f"split {args.split}, streaming in {args.chunk_ms} ms chunks, offline: each file at once")
+        print(results_table(rows))
 
 
 def language_model(args):
@@ -166,7 +181,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (AudioError, ModelError, ConfigError, SynthError, ValueError, OSError) as err:
+    except (AudioError, ModelError, ConfigError, SynthError, PeerError, ValueError, OSError) as err:
         print(f"streamrnn: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -1,33 +1,89 @@
-"""`streamrnn eval`: WER, CER and RTF of the streaming engine over a manifest."""
+"""`streamrnn eval`: WER, CER and RTF over manifests, streaming (in chunks) and offline (each
+file at once), for streamrnn and optionally a peer recognizer fed the same 16 kHz chunks."""
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
+import numpy as np
+
+from .audio import SAMPLE_RATE
 from .data import load_manifest
 from .engine import Recognizer
 from .metrics import ErrorRate
-from .transcribe import final_text, stream_file
+from .report import markdown_table, percent
+from .tokens import normalize
+from .transcribe import final_text, load_16k, stream_samples
+
+MODES = ("streaming", "offline")
 
 
-def evaluate(recognizer: Recognizer, manifest, split: str = "all", chunk_ms: int = 100,
-             hyps_path=None, limit: int = 0) -> dict:
+class Streamrnn:
+    """The streaming engine, behind the same interface as the peers in peer.py."""
+
+    name = "streamrnn"
+
+    def __init__(self, recognizer: Recognizer):
+        self.recognizer = recognizer
+
+    def transcribe(self, samples: np.ndarray, chunk_ms: int | None = 100) -> tuple[str, float]:
+        started = time.perf_counter()
+        events = stream_samples(self.recognizer, samples, SAMPLE_RATE, chunk_ms, suggestions=0)
+        text = final_text(events)
+        return normalize(text), time.perf_counter() - started
+
+
+class Tally:
+    """Errors and compute time of one system in one mode."""
+
+    def __init__(self):
+        self.errors, self.compute_s = ErrorRate(), 0.0
+
+    def summary(self, audio_s: float) -> dict:
+        return {"wer": self.errors.wer, "cer": self.errors.cer, "rtf": self.compute_s / max(audio_s, 1e-9)}
+
+
+def evaluate(systems, manifest, split: str = "all", chunk_ms: int = 100, hyps=None, limit: int = 0) -> list[dict]:
+    """One result row per system; `hyps` (an open file) gets one JSON line per utterance."""
     utterances = load_manifest(manifest, split)[: limit or None]
     if not utterances:
         raise ValueError(f"{manifest}: no utterances in split {split!r}")
-    errors, audio_s, compute_s = ErrorRate(), 0.0, 0.0
-    out = open(hyps_path, "w") if hyps_path else None
-    try:
-        for utterance in utterances:
-            started = time.perf_counter()
-            hypothesis = final_text(stream_file(recognizer, utterance.audio, chunk_ms, suggestions=0))
-            compute_s += time.perf_counter() - started
-            audio_s += utterance.duration
-            errors.add(utterance.text, hypothesis)
-            if out:
-                out.write(json.dumps({"audio": str(utterance.audio), "ref": utterance.text, "hyp": hypothesis}) + "\n")
-    finally:
-        if out:
-            out.close()
-    return {"utterances": len(utterances), "wer": errors.wer, "cer": errors.cer,
-            "rtf": compute_s / max(audio_s, 1e-9), "audio_hours": audio_s / 3600}
+    tallies = {(system.name, mode): Tally() for system in systems for mode in MODES}
+    audio_s = 0.0
+    for utterance in utterances:
+        samples = load_16k(utterance.audio)
+        audio_s += len(samples) / SAMPLE_RATE
+        texts = {}
+        for system in systems:
+            for mode, chunk in zip(MODES, (chunk_ms, None)):
+                text, seconds = system.transcribe(samples, chunk)
+                tallies[system.name, mode].errors.add(utterance.text, text)
+                tallies[system.name, mode].compute_s += seconds
+                texts.setdefault(system.name, {})[mode] = text
+        if hyps:
+            hyps.write(json.dumps({"manifest": str(manifest), "audio": str(utterance.audio),
+                                   "ref": utterance.text, "hyps": texts}) + "\n")
+    return [{"manifest": Path(manifest).name, "system": system.name, "split": split, "chunk_ms": chunk_ms,
+             "utterances": len(utterances), "audio_minutes": audio_s / 60,
+             **{mode: tallies[system.name, mode].summary(audio_s) for mode in MODES}} for system in systems]
+
+
+def results_table(rows: list[dict]) -> str:
+    headers = ["manifest", "system", "utterances", "audio min", "WER streaming", "WER offline",
+               "CER streaming", "CER offline", "RTF streaming", "RTF offline"]
+    return markdown_table(headers, [
+        [r["manifest"], r["system"], r["utterances"], f"{r['audio_minutes']:.1f}",
+         percent(r["streaming"]["wer"]), percent(r["offline"]["wer"]),
+         percent(r["streaming"]["cer"]), percent(r["offline"]["cer"]),
+         f"{r['streaming']['rtf']:.3f}", f"{r['offline']['rtf']:.3f}"] for r in rows])
+
+
+def summary_lines(row: dict) -> list[str]:
+    """The plain output of one manifest and streamrnn alone."""
+    return [f"utterances {row['utterances']} ({row['audio_minutes']:.1f} min, split {row['split']})",
+            f"WER {percent(row['streaming']['wer'])}",
+            f"CER {percent(row['streaming']['cer'])}",
+            f"RTF {row['streaming']['rtf']:.4f}",
+            f"offline WER {percent(row['offline']['wer'])}",
+            f"offline CER {percent(row['offline']['cer'])}"]

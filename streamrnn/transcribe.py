@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from .audio import SUPPORTED_RATES, AudioError, read_audio
+from .audio import SAMPLE_RATE, SUPPORTED_RATES, AudioError, chunks, read_audio
 from .engine import Recognizer, SessionOptions
 
 
@@ -15,18 +15,31 @@ def load_for_streaming(path) -> tuple[np.ndarray, int]:
     if len(samples) == 0:
         raise AudioError(f"{path} has no audio samples")
     if rate not in SUPPORTED_RATES:
-        samples = torchaudio.functional.resample(torch.from_numpy(samples), rate, 16000).numpy()
-        rate = 16000
+        return resample(samples, rate, SAMPLE_RATE), SAMPLE_RATE
     return samples, rate
+
+
+def load_16k(path) -> np.ndarray:
+    """A file's samples at 16 kHz, whatever its own rate."""
+    samples, rate = load_for_streaming(path)
+    return samples if rate == SAMPLE_RATE else resample(samples, rate, SAMPLE_RATE)
+
+
+def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    return torchaudio.functional.resample(torch.from_numpy(samples), rate, new_rate).numpy()
 
 
 def stream_file(recognizer: Recognizer, path, chunk_ms: int = 100, **options):
     """Yield the events of streaming a file in chunks of `chunk_ms`."""
     samples, rate = load_for_streaming(path)
+    yield from stream_samples(recognizer, samples, rate, chunk_ms, **options)
+
+
+def stream_samples(recognizer: Recognizer, samples: np.ndarray, rate: int, chunk_ms: int | None, **options):
+    """Yield the events of streaming samples in chunks of `chunk_ms` (all at once when None)."""
     session = recognizer.session(SessionOptions(sample_rate=rate, **options))
-    step = max(1, rate * chunk_ms // 1000)
-    for start in range(0, len(samples), step):
-        yield from session.feed_samples(samples[start:start + step])
+    for chunk in chunks(samples, rate, chunk_ms):
+        yield from session.feed_samples(chunk)
     yield from session.finish()
 
 
