@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--hyps", help="write the reference and every system's hypotheses per utterance to this JSONL")
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N utterances of each manifest")
 
+    evaluate_lm = commands.add_parser("eval-lm", help="the LM against a Kneser-Ney n-gram on held-out text")
+    evaluate_lm.add_argument("--train", nargs="+", required=True,
+                             help="the n-gram's training text, as for train lm: text files, folders of .txt, JSONL manifests")
+    evaluate_lm.add_argument("--test", nargs="+", required=True, help="held-out text files or folders")
+    evaluate_lm.add_argument("--order", type=int, default=3, help="n-gram order")
+    evaluate_lm.add_argument("--max-test-tokens", type=int, default=0,
+                             help="score only the first N test tokens (0: all)")
+    evaluate_lm.add_argument("--json", action="store_true", help="the results as JSON")
+
     suggest = commands.add_parser("suggest", help="the LM's most likely next words")
     suggest.add_argument("text", nargs="?", default="")
     suggest.add_argument("-n", "--count", type=int, default=5)
@@ -120,6 +129,18 @@ def run_eval(args) -> None:
         print(results_table(rows))
 
 
+def run_eval_lm(args) -> None:
+    from .lm_eval import evaluate_lms, results_table, summary_line
+    if args.max_test_tokens < 0:
+        raise ValueError(f"--max-test-tokens must not be negative, got {args.max_test_tokens}")
+    result = evaluate_lms(language_model(args), args.train, args.test, args.order, args.max_test_tokens)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(summary_line(result))
+        print(results_table(result))
+
+
 def language_model(args):
     from .engine import load_language_model
     return load_language_model(load_config(args.config))
@@ -173,8 +194,9 @@ def run_remote(args) -> None:
 
 
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
-            "transcribe": run_transcribe, "eval": run_eval, "suggest": run_suggest, "score": run_score,
-            "key": run_key, "train": run_train, "synth": run_synth, "bench": run_bench, "soak": run_soak}
+            "transcribe": run_transcribe, "eval": run_eval, "eval-lm": run_eval_lm, "suggest": run_suggest,
+            "score": run_score, "key": run_key, "train": run_train, "synth": run_synth, "bench": run_bench,
+            "soak": run_soak}
 
 
 def main(argv=None) -> None:
