@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="the result rows as JSON")
     evaluate.add_argument("--hyps", help="write the reference and every system's hypotheses per utterance to this JSONL")
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N utterances of each manifest")
+    evaluate.add_argument("--sample", type=int, default=0,
+                          help="only N utterances of each manifest, evenly spread over it (every speaker)")
 
     evaluate_lm = commands.add_parser("eval-lm", help="the LM against a Kneser-Ney n-gram on held-out text")
     evaluate_lm.add_argument("--train", nargs="+", required=True,
@@ -113,13 +115,13 @@ def run_transcribe(args) -> None:
 def run_eval(args) -> None:
     from .evaluate import Streamrnn, evaluate, results_table, summary_lines
     from .peer import PEERS
-    if args.chunk_ms <= 0:
-        raise ValueError(f"--chunk-ms must be positive, got {args.chunk_ms}")
+    if args.chunk_ms <= 0 or args.limit < 0 or args.sample < 0:
+        raise ValueError("--chunk-ms must be positive, --limit and --sample not negative")
     systems = [Streamrnn(recognizer(args))] + [PEERS[name]() for name in dict.fromkeys(args.peer)]
     rows = []
-    with open(args.hyps, "w") if args.hyps else nullcontext() as hyps:
+    with open(args.hyps, "w", buffering=1) if args.hyps else nullcontext() as hyps:
         for manifest in args.manifest:
-            rows += evaluate(systems, manifest, args.split, args.chunk_ms, hyps, args.limit)
+            rows += evaluate(systems, manifest, args.split, args.chunk_ms, hyps, args.limit, args.sample)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif len(rows) == 1:

@@ -44,9 +44,18 @@ class Tally:
         return {"wer": self.errors.wer, "cer": self.errors.cer, "rtf": self.compute_s / max(audio_s, 1e-9)}
 
 
-def evaluate(systems, manifest, split: str = "all", chunk_ms: int = 100, hyps=None, limit: int = 0) -> list[dict]:
-    """One result row per system; `hyps` (an open file) gets one JSON line per utterance."""
-    utterances = load_manifest(manifest, split)[: limit or None]
+def spread(items: list, count: int) -> list:
+    """`count` items evenly spaced over the list, first and last included (all when count is 0)."""
+    if not count or count >= len(items):
+        return items
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, count).round().astype(int))]
+
+
+def evaluate(systems, manifest, split: str = "all", chunk_ms: int = 100, hyps=None, limit: int = 0,
+             sample: int = 0) -> list[dict]:
+    """One result row per system; `hyps` (an open file) gets one JSON line per utterance.
+    `limit`: the first N utterances of the split; `sample`: N of them evenly spread."""
+    utterances = spread(load_manifest(manifest, split)[: limit or None], sample)
     if not utterances:
         raise ValueError(f"{manifest}: no utterances in split {split!r}")
     tallies = {(system.name, mode): Tally() for system in systems for mode in MODES}

@@ -1,0 +1,29 @@
+"""PocketSphinx, the peer recognizer, on real speech."""
+import pytest
+
+from streamrnn.metrics import ErrorRate
+from streamrnn.transcribe import load_16k
+
+from conftest import speech_sample
+
+pytest.importorskip("pocketsphinx")
+
+
+def word_error_rate(reference, hypothesis):
+    errors = ErrorRate()
+    errors.add(reference, hypothesis)
+    return errors.wer
+
+
+def test_transcribes_read_speech_streaming_and_offline_independently_of_earlier_audio():
+    from streamrnn.peer import PocketSphinx
+    peer = PocketSphinx()
+    path, reference = speech_sample("librispeech-mini", 23)  # CLOSED THE DOOR CAREFULLY AND ...
+    samples = load_16k(path)
+    streamed, seconds = peer.transcribe(samples, 100)
+    assert word_error_rate(reference, streamed) < 0.5, streamed
+    assert streamed == streamed.upper() and seconds > 0
+    offline, _ = peer.transcribe(samples, None)
+    assert word_error_rate(reference, offline) < 0.5, offline
+    peer.transcribe(load_16k(speech_sample("fsdd", 0)[0]), 100)
+    assert peer.transcribe(samples, 100)[0] == streamed
