@@ -5,13 +5,17 @@ start: tests/test_cli.py::test_corrupt_model_fails_at_start.)"""
 import asyncio
 import json
 import queue
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+import soundfile
 from websockets.asyncio.client import connect
 
-from streamrnn.client import GrpcClient, event_from_proto, stream_audio, subscribe
+from streamrnn.client import GrpcClient, event_from_proto, file_chunks, stream_audio, subscribe
 from streamrnn.proto import streamrnn_pb2 as pb
 from streamrnn.soak import ChaosProxy, clip_chunks, finals_of, noise_clip
 
@@ -115,6 +119,31 @@ def test_client_library_resumes_after_cut_connections(resume_daemon, chunks):
     assert sum(e["type"] == "resumed" for e in events) == 3
     assert finals_of(events) == finals_of(expected)
     assert [e["type"] for e in events if e["type"] in ("session", "end")] == ["session", "end"]
+
+
+def test_stream_command_resumes_after_cut_connections(resume_daemon, chunks, tmp_path):
+    audio = tmp_path / "clip.wav"
+    soundfile.write(audio, np.frombuffer(b"".join(chunks), "<f4"), 16000)
+    expected = asyncio.run(uninterrupted_file(resume_daemon.url, audio))
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    proxy = ChaosProxy("127.0.0.1", resume_daemon.http_port, mean_life_s=1.0, seed=1)  # cuts about once a second
+    url = asyncio.run_coroutine_threadsafe(proxy.start(), loop).result()
+    try:
+        result = subprocess.run([sys.executable, "-m", "streamrnn", "stream", str(audio), "--url", url,
+                                 "--realtime", "--json"], capture_output=True, text=True, timeout=300)
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert proxy.cuts > 0 and any(e["type"] == "resumed" for e in events)
+    assert finals_of(events) == finals_of(expected) and events[-1]["type"] == "end"
+
+
+async def uninterrupted_file(url, path):
+    file_audio, rate = file_chunks(path)
+    return [e async for e in stream_audio(url, file_audio, sample_rate=rate, reconnect_for=0)]
 
 
 def test_resume_errors_are_named(resume_daemon, chunks):
