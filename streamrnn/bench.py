@@ -276,9 +276,9 @@ def with_daemon(args, max_batch: int | None, work):
 
 
 async def batched_and_idle(url: str, probe: DaemonProbe, clips, args) -> tuple[list[Level], dict | None]:
-    levels = await run_mode(url, probe, clips, args, "batched")
+    """Idle sessions first, on the fresh daemon (later, memory freed by the load would hide theirs)."""
     idle = await idle_cost(url, probe, max(args.streams), 5.0) if args.idle else None
-    return levels, idle
+    return await run_mode(url, probe, clips, args, "batched"), idle
 
 
 def benchmark(args) -> dict:
@@ -339,11 +339,11 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for mode in dict.fromkeys(level["mode"] for level in result["levels"]):
+    for color, mode in enumerate(dict.fromkeys(level["mode"] for level in result["levels"])):
         rows = [lv for lv in result["levels"] if lv["mode"] == mode and lv["p95_partial_ms"] is not None]
         for key, style in (("p50_partial_ms", "--"), ("p95_partial_ms", "-")):
             axes.plot([lv["streams"] for lv in rows], [lv[key] for lv in rows], style, marker="o",
-                      label=f"{mode} {key.split('_')[0]}")
+                      color=f"C{color}", label=f"{mode} {key.split('_')[0]}")
     axes.axhline(LATENCY_TARGET_MS, color="grey", linewidth=0.8)
     axes.set_yscale("log")
     axes.set_xlabel("concurrent real-time streams")

@@ -63,6 +63,7 @@ class Recognizer:
         self.lm = None
         if config.model.language_model:
             self.lm = load_language_model(config)
+            self.lm_start = self.lm.start()  # every session's first LM entry: computed once, shared
 
     def session(self, options: SessionOptions | None = None) -> "Session":
         return Session(self, (options or SessionOptions()).validate())
@@ -98,7 +99,7 @@ class Recognizer:
             prefetch(self.lm, [(s.decoder.scorer, h) for s in sessions for h in s.decoder.lm_histories()])
 
     def scorer(self, root=None) -> WordScorer:
-        return WordScorer(self.lm, root or self.lm.start())
+        return WordScorer(self.lm, root or self.lm_start)
 
     def suggest(self, text: str, count: int | None = None) -> list[dict]:
         """Next words after `text` (the start of a sentence when empty)."""
