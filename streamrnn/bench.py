@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import random
-import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
