@@ -229,18 +229,16 @@ async def idle_cost(url: str, probe: DaemonProbe, sessions: int, hold_s: float) 
 
 
 def pocketsphinx_rtf(clips: list[np.ndarray], seconds: float, chunk_ms: int) -> dict:
-    """pocketsphinx (its bundled en-us model), one stream, chunk by chunk as fast as it goes."""
+    """The pocketsphinx peer (streamrnn.peer), one stream, chunk by chunk as fast as it goes: CPU seconds
+    per audio second."""
+    from .peer import PeerError, PocketSphinx
     try:
-        from pocketsphinx import Decoder
-    except ImportError:
-        return {"error": "pocketsphinx is not installed (pip install pocketsphinx)"}
-    decoder = Decoder(samprate=SAMPLE_RATE)
+        peer = PocketSphinx()
+    except PeerError as err:
+        return {"error": str(err)}
     audio = stream_audio_for(clips, 0, seconds)
     started = time.process_time()
-    decoder.start_utt()
-    for chunk in pcm_chunks(audio, chunk_ms):
-        decoder.process_raw(chunk, False, False)
-    decoder.end_utt()
+    peer.transcribe(audio, chunk_ms)
     rtf = (time.process_time() - started) / (len(audio) / SAMPLE_RATE)
     return {"rtf": round(rtf, 4), "streams_per_core": round(1 / rtf, 1), "audio_s": round(len(audio) / SAMPLE_RATE, 1)}
 
