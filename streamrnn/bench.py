@@ -275,7 +275,8 @@ def with_daemon(args, max_batch: int | None, work):
 async def batched_and_idle(url: str, probe: DaemonProbe, clips, args) -> tuple[list[Level], dict | None]:
     """Idle sessions first, on the fresh daemon (later, memory freed by the load would hide theirs)."""
     idle = await idle_cost(url, probe, max(args.streams), 5.0) if args.idle else None
-    return await run_mode(url, probe, clips, args, "batched"), idle
+    mode = "daemon at --url" if args.url else "batched"  # a remote daemon's batching is its own
+    return await run_mode(url, probe, clips, args, mode), idle
 
 
 def benchmark(args) -> dict:
