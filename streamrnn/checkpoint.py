@@ -58,3 +58,20 @@ def load_model(kind: str, path, device: str = "cpu"):
 
 def model_args(payload: dict) -> dict:
     return {"vocabulary": payload["vocabulary"]} if "vocabulary" in payload else {}
+
+
+def save_training_state(path: Path, model: torch.nn.Module, optimizer, state: dict, args) -> None:
+    """Everything a training run needs to resume, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state, "args": vars(args)}
+    temporary = path.with_suffix(".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def load_training_state(path: Path, model: torch.nn.Module, optimizer, device: str) -> dict:
+    """Restore model and optimizer from `save_training_state`; return the run's state."""
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    return checkpoint["state"]

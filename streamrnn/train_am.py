@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .acoustic import AcousticConfig, AcousticModel
-from .checkpoint import save_model
+from .checkpoint import load_training_state, save_model, save_training_state
 from .augment import NOISE_TYPES, Augmentation
 from .config import load_config
 from .data import augmented_features, cached_features, length_batches, normalization_stats
@@ -101,18 +101,11 @@ class Trainer:
               f"dev: {len(self.dev)}")
 
     def resume(self):
-        checkpoint = torch.load(self.out / "checkpoint.pt", map_location=self.device, weights_only=False)
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.state = checkpoint["state"]
+        self.state = load_training_state(self.out / "checkpoint.pt", self.model, self.optimizer, self.device)
         print(f"resumed at epoch {self.state['epoch']} batch {self.state['batch']}")
 
     def save_checkpoint(self):
-        self.out.mkdir(parents=True, exist_ok=True)
-        payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                   "state": self.state, "args": vars(self.args)}
-        torch.save(payload, self.out / "checkpoint.tmp")
-        (self.out / "checkpoint.tmp").replace(self.out / "checkpoint.pt")
+        save_training_state(self.out / "checkpoint.pt", self.model, self.optimizer, self.state, self.args)
 
     def learning_rate(self, step: int, total: int) -> float:
         warmup = self.args.warmup

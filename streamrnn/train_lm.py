@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_model
+from .checkpoint import load_training_state, save_model, save_training_state
 from .corpus import corpus_sentences, top_words
 from .lm import LanguageModel, LMConfig, Vocabulary
 from .progress import TrainingLog
@@ -70,18 +70,11 @@ class Trainer:
             self.resume()
 
     def resume(self):
-        checkpoint = torch.load(self.out / "checkpoint.pt", map_location=self.device, weights_only=False)
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.state = checkpoint["state"]
+        self.state = load_training_state(self.out / "checkpoint.pt", self.model, self.optimizer, self.device)
         print(f"resumed at epoch {self.state['epoch']} step {self.state['step']}")
 
     def save_checkpoint(self):
-        self.out.mkdir(parents=True, exist_ok=True)
-        payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                   "state": self.state, "args": vars(self.args)}
-        torch.save(payload, self.out / "checkpoint.tmp")
-        (self.out / "checkpoint.tmp").replace(self.out / "checkpoint.pt")
+        save_training_state(self.out / "checkpoint.pt", self.model, self.optimizer, self.state, self.args)
 
     def train_step(self, start: int, state):
         inputs = self.train_streams[:, start:start + self.args.bptt]
