@@ -1,6 +1,7 @@
 """Saving and loading model files, with errors that name the file and the problem."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -75,3 +76,24 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer, device: s
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     return checkpoint["state"]
+
+
+class SaveClock:
+    """When a training run saves its state: every `save_minutes`, and once more when the
+    `max_minutes` budget (0: none) is spent, after which the run should stop."""
+
+    def __init__(self, save_minutes: float, max_minutes: float):
+        self.save_seconds, self.max_seconds = save_minutes * 60, max_minutes * 60
+        self.started = self.last_save = time.time()
+
+    def tick(self, save) -> bool:
+        """Call after each step with the run's save function; True means: stop now, saved."""
+        now = time.time()
+        if self.max_seconds and now - self.started > self.max_seconds:
+            save()
+            print("time budget reached; resume with --resume")
+            return True
+        if now - self.last_save > self.save_seconds:
+            save()
+            self.last_save = now
+        return False

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .acoustic import AcousticConfig, AcousticModel
-from .checkpoint import load_training_state, save_model, save_training_state
+from .checkpoint import SaveClock, load_training_state, save_model, save_training_state
 from .augment import NOISE_TYPES, Augmentation
 from .config import load_config
 from .data import augmented_features, cached_features, length_batches, normalization_stats
@@ -155,7 +154,7 @@ class Trainer:
 
     def run(self):
         log = TrainingLog(self.out, "am")
-        started, last_save = time.time(), time.time()
+        clock = SaveClock(self.args.save_minutes, self.args.max_minutes)
         batches_per_epoch = len(self.batches(0)[0])
         total_steps = batches_per_epoch * self.args.epochs
         while self.state["epoch"] < self.args.epochs:
@@ -166,12 +165,7 @@ class Trainer:
                     losses.append(self.train_step(indices, rng, total_steps))
                     self.state["batch"] += 1
                     advance(losses[-1])
-                    if time.time() - last_save > self.args.save_minutes * 60:
-                        self.save_checkpoint()
-                        last_save = time.time()
-                    if self.args.max_minutes and time.time() - started > self.args.max_minutes * 60:
-                        self.save_checkpoint()
-                        print("time budget reached; resume with --resume")
+                    if clock.tick(self.save_checkpoint):
                         return
             if self.end_epoch(float(np.mean(losses)) if losses else float("nan"), log):
                 break

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 
-from .checkpoint import load_training_state, save_model, save_training_state
+from .checkpoint import SaveClock, load_training_state, save_model, save_training_state
 from .corpus import corpus_sentences, top_words
 from .lm import LanguageModel, LMConfig, Vocabulary
 from .progress import TrainingLog
@@ -89,7 +88,7 @@ class Trainer:
 
     def run(self):
         log = TrainingLog(self.out, "lm")
-        started, last_save = time.time(), time.time()
+        clock = SaveClock(self.args.save_minutes, self.args.max_minutes)
         steps = (self.train_streams.shape[1] - 1) // self.args.bptt
         while self.state["epoch"] < self.args.epochs:
             # The recurrent state restarts from zero on resume mid-epoch; one batch of context is lost.
@@ -100,12 +99,7 @@ class Trainer:
                     self.state["step"] += 1
                     losses.append(loss)
                     advance(loss)
-                    if time.time() - last_save > self.args.save_minutes * 60:
-                        self.save_checkpoint()
-                        last_save = time.time()
-                    if self.args.max_minutes and time.time() - started > self.args.max_minutes * 60:
-                        self.save_checkpoint()
-                        print("time budget reached; resume with --resume")
+                    if clock.tick(self.save_checkpoint):
                         return
             if self.end_epoch(sum(losses) / max(len(losses), 1), log):
                 break
