@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def _features_job(args):
 
 
 def cached_features(utterances: list[Utterance], speed: float, cache: Path, name: str,
-                    workers: int = 2) -> list[torch.Tensor]:
+                    workers: int = os.cpu_count() or 2) -> list[torch.Tensor]:
     """Log-mel features (float16) of each utterance at a speed factor, computed once."""
     target = cache / f"{name}-{len(utterances)}-speed{speed}.pt"
     features = load_cached(target, utterances)
@@ -161,7 +162,8 @@ def _augmented_job(args) -> torch.Tensor | float:
 
 
 def augmented_features(utterances: list[Utterance], settings: Augmentation, speeds: list[float], copy: int,
-                       seed: int, cache: Path, name: str, workers: int = 2) -> list[torch.Tensor | float]:
+                       seed: int, cache: Path, name: str,
+                       workers: int = os.cpu_count() or 2) -> list[torch.Tensor | float]:
     """One augmented version of each utterance (random speed, then reverberation and noise each
     with its probability), computed once. An utterance that drew no augmentation is its speed
     factor instead of features: use the clean features at that speed."""

@@ -68,7 +68,7 @@ class Trainer:
         self.augmentation = Augmentation.from_config(args)
         self.load_data()
         self.model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers,
-                                                  stack=args.stack))
+                                                  stack=args.stack, dropout=args.dropout))
         mean, std = normalization_stats(self.train[1.0])
         self.model.set_normalization(mean, std)
         self.model.to(self.device)
@@ -194,6 +194,7 @@ def add_arguments(parser):
     parser.add_argument("--rnn", choices=["lstm", "gru"], default="lstm")
     parser.add_argument("--hidden", type=int, default=AcousticConfig.hidden)
     parser.add_argument("--layers", type=int, default=AcousticConfig.layers)
+    parser.add_argument("--dropout", type=float, default=AcousticConfig.dropout, help="between RNN layers")
     parser.add_argument("--stack", type=int, default=AcousticConfig.stack, help="frames per RNN step (subsampling)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1.5e-3)
