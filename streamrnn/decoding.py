@@ -33,7 +33,7 @@ class Word:
     conf: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Hypothesis:
     text: str = ""
     p_blank: float = 0.0
@@ -46,15 +46,16 @@ class Hypothesis:
     last_step: int = -1
     bias_node: int = 0
     bias_pending: float = 0.0
+    acoustic: float = 0.0  # log_add(p_blank, p_nonblank), kept by set_probs: read many times a step
 
-    @property
-    def acoustic(self) -> float:
-        return log_add(self.p_blank, self.p_nonblank)
+    def set_probs(self, p_blank: float, p_nonblank: float) -> None:
+        self.p_blank, self.p_nonblank, self.acoustic = p_blank, p_nonblank, log_add(p_blank, p_nonblank)
 
     def clone(self) -> "Hypothesis":
         """A copy (much cheaper than dataclasses.replace on this hot path)."""
         return Hypothesis(self.text, self.p_blank, self.p_nonblank, self.bonus, self.words, self.history,
-                          self.word_start, self.word_log_prob, self.last_step, self.bias_node, self.bias_pending)
+                          self.word_start, self.word_log_prob, self.last_step, self.bias_node, self.bias_pending,
+                          self.acoustic)
 
     @property
     def score(self) -> float:
@@ -151,8 +152,9 @@ class Decoder:
         `select` then builds only those that can make the beam. An extension that cannot reach
         `beam_floor` (nor merge with another hypothesis) is not even gathered."""
         candidates, following, blank = self.candidates(row), {}, row[BLANK]
-        texts = {hyp.text for hyp in self.beam}
+        children = self.beam_children()
         floor = self.beam_floor(row, candidates)
+        best_token = max(row[t] for t in candidates) if candidates else NEG_INF
         for hyp in self.beam:
             total = hyp.acoustic
             same = following.get(hyp.text)
@@ -163,7 +165,13 @@ class Decoder:
             last = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
             need_letter = floor - hyp.bonus - self.bonus_bound(hyp, 0)
             need_space = floor - hyp.bonus - self.bonus_bound(hyp, SPACE)
-            for token in candidates:
+            kids = children.get(hyp.text, ())
+            tokens = candidates
+            if total + best_token < min(need_letter, need_space):
+                # No extension of this hypothesis can reach the floor: only the tokens that merge
+                # into its own text or into another hypothesis's need looking at.
+                tokens = [t for t in candidates if t == SPACE or t == last or t in kids]
+            for token in tokens:
                 token_log_prob = row[token]
                 if token == SPACE and (last is None or last == SPACE):
                     same[1] = log_add(same[1], total + token_log_prob)
@@ -173,11 +181,18 @@ class Decoder:
                     log_prob = hyp.p_blank + token_log_prob
                 else:
                     log_prob = total + token_log_prob
-                if log_prob < (need_space if token == SPACE else need_letter) \
-                        and hyp.text + ALPHABET[token - 1] not in texts:
+                if log_prob < (need_space if token == SPACE else need_letter) and token not in kids:
                     continue
                 self.extend_into(following, hyp, token, log_prob, token_log_prob)
         self.beam = self.select(following)
+
+    def beam_children(self) -> dict[str, set[int]]:
+        """For each text, the tokens that extend it into another hypothesis of the beam."""
+        children: dict[str, set[int]] = {}
+        for hyp in self.beam:
+            if hyp.text:
+                children.setdefault(hyp.text[:-1], set()).add(ALPHABET.index(hyp.text[-1]) + 1)
+        return children
 
     def beam_floor(self, row: list[float], candidates: list[int]) -> float:
         """A score that the beam's worst next hypothesis surely reaches: every hypothesis's text
@@ -228,7 +243,7 @@ class Decoder:
                 break
             p_blank, p_nonblank, parent, token, token_log_prob = entry
             hyp = self.extended(parent, token, token_log_prob)
-            hyp.p_blank, hyp.p_nonblank = p_blank, p_nonblank
+            hyp.set_probs(p_blank, p_nonblank)
             score = hyp.score
             scored.append((score, index, hyp, entry))
             if len(worst) < self.beam_size:
@@ -242,7 +257,7 @@ class Decoder:
     def kept(entry: list) -> Hypothesis:
         """A hypothesis that keeps its text this step, with its new probabilities."""
         hyp = entry[2].clone()
-        hyp.p_blank, hyp.p_nonblank = entry[0], entry[1]
+        hyp.set_probs(entry[0], entry[1])
         return hyp
 
     def bonus_bound(self, parent: Hypothesis, token: int) -> float:
@@ -257,7 +272,8 @@ class Decoder:
         """`hyp` with one more character: word bookkeeping, LM fusion, phrase bias."""
         ch = ALPHABET[token - 1]
         new = hyp.clone()
-        new.text, new.p_blank, new.p_nonblank, new.last_step = hyp.text + ch, NEG_INF, NEG_INF, self.step
+        new.text, new.last_step = hyp.text + ch, self.step
+        new.p_blank = new.p_nonblank = new.acoustic = NEG_INF
         if token == SPACE:
             self.complete_word(new, hyp)
         else:

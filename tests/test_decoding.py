@@ -1,11 +1,16 @@
 """The decoder on hand-made CTC posteriors: endpointing, biasing, timings."""
 import math
 
+import numpy as np
 import torch
 
+from streamrnn.audio import read_audio
 from streamrnn.config import DecoderConfig, EndpointConfig
-from streamrnn.decoding import Decoder
-from streamrnn.tokens import ALPHABET, BLANK, VOCAB_SIZE
+from streamrnn.decoding import NEG_INF, Decoder, log_add
+from streamrnn.engine import Recognizer, SessionOptions
+from streamrnn.tokens import ALPHABET, BLANK, SPACE, VOCAB_SIZE
+
+from conftest import speech_sample, tiny_config
 
 STEP_S = 0.04
 
@@ -78,3 +83,62 @@ def test_word_times_are_monotonic_and_inside_the_audio():
     assert all(w.end > w.start for w in utterance.words)
     assert all(0 < w.conf <= 1 for w in utterance.words)
     assert math.isclose(utterance.words[0].start, 2 * STEP_S)
+
+
+def exhaustive_step(decoder: Decoder, row: list[float]) -> None:
+    """The prefix beam search with no pruning: every next hypothesis built and scored, the best
+    `beam_size` kept (a stable sort: ties keep their order). What the pruned search must equal."""
+    candidates, following, blank = decoder.candidates(row), {}, row[BLANK]
+    for hyp in decoder.beam:
+        total = log_add(hyp.p_blank, hyp.p_nonblank)
+        same = following.setdefault(hyp.text, [NEG_INF, NEG_INF, hyp, 0, 0.0])
+        if not decoder.greedy or not candidates:
+            same[0] = log_add(same[0], total + blank)
+        last = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
+        for token in candidates:
+            if token == SPACE and last in (None, SPACE):
+                same[1] = log_add(same[1], total + row[token])
+                continue
+            if token == last:
+                same[1] = log_add(same[1], hyp.p_nonblank + row[token])
+                log_prob = hyp.p_blank + row[token]
+            else:
+                log_prob = total + row[token]
+            decoder.extend_into(following, hyp, token, log_prob, row[token])
+    built = []
+    for p_blank, p_nonblank, parent, token, token_log_prob in following.values():
+        hyp = decoder.extended(parent, token, token_log_prob) if token else parent.clone()
+        hyp.set_probs(p_blank, p_nonblank)
+        built.append(hyp)
+    decoder.beam = sorted(built, key=lambda h: -h.score)[: decoder.beam_size]
+
+
+def events_alone(recognizer, clips, options):
+    results = []
+    for samples, option in zip(clips, options):
+        session = recognizer.session(SessionOptions(**option))
+        results.append(session.feed_samples(samples) + session.finish())
+    return results
+
+
+def assert_pruned_equals_exhaustive(recognizer, clips, monkeypatch):
+    options = [{}, {"phrases": ["THE WORLD", "KUBERNETES"]}, {"suggestions": 2}]
+    options = [options[i % len(options)] for i in range(len(clips))]
+    pruned = events_alone(recognizer, clips, options)
+    monkeypatch.setattr(Decoder, "decode_step", exhaustive_step)
+    assert events_alone(recognizer, clips, options) == pruned
+    return pruned
+
+
+def test_pruned_beam_search_equals_exhaustive_on_real_speech(default_recognizer, monkeypatch):
+    clips = [read_audio(speech_sample("librispeech-mini", index)[0])[0][: 16000 * 6] for index in (3, 8, 12)]
+    pruned = assert_pruned_equals_exhaustive(default_recognizer, clips, monkeypatch)
+    assert all(any(e["type"] == "final" and e["text"] for e in events) for events in pruned)
+
+
+def test_pruned_beam_search_equals_exhaustive_on_flat_posteriors(tiny_models, monkeypatch):
+    """A random tiny model: flat posteriors, many candidates, near ties."""
+    recognizer = Recognizer(tiny_config(tiny_models))
+    rng = np.random.default_rng(3)
+    clips = [(rng.standard_normal(16000 * 3) * 0.1).astype(np.float32) for _ in range(3)]
+    assert_pruned_equals_exhaustive(recognizer, clips, monkeypatch)
