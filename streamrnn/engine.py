@@ -59,6 +59,10 @@ class Recognizer:
         if config.model.threads:
             torch.set_num_threads(config.model.threads)
         self.device = pick_device(config.model.device)
+        if self.device == "cpu":
+            # oneDNN's LSTM re-lays out the weights on every call (about 2 ms each): far more than
+            # the engine's small per-chunk steps cost on torch's own kernels.
+            torch.backends.mkldnn.enabled = False
         self.acoustic = load_model("acoustic", model_path(config.model.acoustic_model, "am.pt"), self.device)
         self.lm = None
         if config.model.language_model:
