@@ -11,40 +11,58 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 from . import telemetry
-from .engine import Recognizer, Session
+from .engine import Recognizer, Session, SessionOptions
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run a session's audio any more (stopped, or its worker process died)."""
 
 
 @dataclass
 class Job:
     session: Session
     audio: object  # PCM bytes, or None for the end of the stream
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
+    done: Callable[[object], None]  # called with the events, or the error, from the engine thread
+
+
+def record_batch(seconds: float, size: int) -> None:
+    telemetry.COMPUTE_SECONDS.inc(seconds)
+    telemetry.BATCH_SIZE.observe(size)
 
 
 class Batcher:
-    def __init__(self, recognizer: Recognizer, max_batch: int = 64, max_wait_ms: float = 5.0):
+    def __init__(self, recognizer: Recognizer, max_batch: int = 64, max_wait_ms: float = 5.0,
+                 on_batch: Callable[[float, int], None] = record_batch):
         self.recognizer = recognizer
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
+        self.on_batch = on_batch
         self.pending: deque[Job] = deque()
         self.ready = threading.Condition()
         self.stopped = False
         self.thread = threading.Thread(target=self.work, name="engine-batcher", daemon=True)
         self.thread.start()
 
+    def open(self, options: SessionOptions) -> Session:
+        return self.recognizer.session(options)
+
     async def submit(self, session: Session, audio) -> list[dict]:
         """The session's events for this chunk (None: the end of its stream); raises its error."""
         loop = asyncio.get_running_loop()
-        job = Job(session, audio, loop.create_future(), loop)
+        future = loop.create_future()
+        self.put(session, audio, lambda result: deliver(loop, future, result))
+        return await future
+
+    def put(self, session: Session, audio, done: Callable[[object], None]) -> None:
+        """Queue a chunk; `done` gets its events or its error, from the engine thread."""
         with self.ready:
             if self.stopped:
-                raise RuntimeError("the engine is stopped")
-            self.pending.append(job)
+                raise EngineError("the engine is stopped")
+            self.pending.append(Job(session, audio, done))
             self.ready.notify()
-        return await job.future
 
     def close(self) -> None:
         with self.ready:
@@ -62,10 +80,9 @@ class Batcher:
                 results = self.recognizer.run([(job.session, job.audio) for job in batch])
             except Exception as err:  # a bug must not kill the engine thread: every job gets it
                 results = [err] * len(batch)
-            telemetry.COMPUTE_SECONDS.inc(time.perf_counter() - started)
-            telemetry.BATCH_SIZE.observe(len(batch))
+            self.on_batch(time.perf_counter() - started, len(batch))
             for job, result in zip(batch, results):
-                deliver(job, result)
+                job.done(result)
 
     def next_batch(self) -> list[Job] | None:
         """Wait for work; give late chunks up to max_wait to join; take at most one per session."""
@@ -74,7 +91,7 @@ class Batcher:
                 self.ready.wait()
             if self.stopped:
                 for job in self.pending:
-                    deliver(job, RuntimeError("the engine is stopped"))
+                    job.done(EngineError("the engine is stopped"))
                 return None
             if self.max_batch > 1 and self.max_wait_s > 0:
                 self.ready.wait_for(lambda: len(self.pending) >= self.max_batch or self.stopped,
@@ -88,9 +105,10 @@ class Batcher:
             return batch
 
 
-def deliver(job: Job, result) -> None:
+def deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result) -> None:
+    """Settle `future` on its own event loop, from any thread."""
     try:
-        job.loop.call_soon_threadsafe(settle, job.future, result)
+        loop.call_soon_threadsafe(settle, future, result)
     except RuntimeError:  # its event loop is closed: nobody is waiting any more
         pass
 

@@ -98,6 +98,7 @@ class SynthConfig:
 class BatchingConfig:
     max_batch: int = 64
     max_wait_ms: float = 5.0
+    engine_processes: int = 0
 
 
 @dataclass
@@ -167,6 +168,7 @@ def validate(config: Config, where: str) -> None:
         (config.limits.subscriber_max_finals >= 1, "limits.subscriber_max_finals must be at least 1"),
         (config.batching.max_batch >= 1, "batching.max_batch must be at least 1"),
         (config.batching.max_wait_ms >= 0, "batching.max_wait_ms must not be negative"),
+        (config.batching.engine_processes >= 0, "batching.engine_processes must be 0 (in the daemon) or more"),
         (config.server.drain_timeout_s > 0, "server.drain_timeout_s must be positive"),
         (config.resume.window_s >= 0, "resume.window_s must be 0 (off) or positive"),
         (config.resume.ack_interval_s >= 0, "resume.ack_interval_s must not be negative"),

@@ -39,6 +39,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await drain(service, websocket, grpc_server, server_config.drain_timeout_s)
+    service.close_engine()
 
 
 async def drain(service: RecognitionService, websocket, grpc_server, timeout: float) -> None:

@@ -44,6 +44,10 @@ class SessionOptions:
             raise ValueError(f"at most {MAX_PHRASES} phrases, got {len(self.phrases)}")
         return self
 
+    @property
+    def bytes_per_second(self) -> int:
+        return self.sample_rate * (2 if self.encoding == "pcm_s16le" else 4)
+
 
 def pick_device(name: str) -> str:
     if name == "auto":
@@ -163,7 +167,7 @@ class Session:
 
     @property
     def bytes_per_second(self) -> int:
-        return self.options.sample_rate * (2 if self.options.encoding == "pcm_s16le" else 4)
+        return self.options.bytes_per_second
 
     def feed(self, data: bytes) -> list[dict]:
         """Raw PCM bytes in the session's encoding."""

@@ -23,7 +23,8 @@ STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCod
           "unknown_session": grpc.StatusCode.NOT_FOUND,
           "config_required": grpc.StatusCode.FAILED_PRECONDITION, "idle": grpc.StatusCode.DEADLINE_EXCEEDED,
           "shutting_down": grpc.StatusCode.UNAVAILABLE, "resume_expired": grpc.StatusCode.NOT_FOUND,
-          "session_ended": grpc.StatusCode.NOT_FOUND, "bad_resume_token": grpc.StatusCode.PERMISSION_DENIED}
+          "session_ended": grpc.StatusCode.NOT_FOUND, "bad_resume_token": grpc.StatusCode.PERMISSION_DENIED,
+          "engine_failed": grpc.StatusCode.INTERNAL}
 OPEN_METHODS = "/grpc.health.v1.Health/"  # answers without a key, like /healthz
 ENCODINGS = {pb.PCM_S16LE: "pcm_s16le", pb.F32LE: "f32le"}
 

@@ -5,6 +5,7 @@ sit on this."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -15,10 +16,11 @@ from dataclasses import dataclass, field
 from . import telemetry
 from .audio import AudioError
 from .auth import new_secret, same_secret
-from .batcher import Batcher
+from .batcher import Batcher, EngineError
 from .config import BatchingConfig, LimitsConfig, ResumeConfig
 from .engine import Recognizer, Session, SessionOptions
 from .hub import Hub, Subscription
+from .workers import EngineWorkers
 
 log = logging.getLogger("streamrnn.service")
 MAX_REPLAY = 256  # finals kept per session for clients that resume
@@ -71,10 +73,14 @@ class RecognitionService:
         self.ended: dict[str, LiveSession] = {}  # ended at eof, kept for the resume window
         self.forgotten: OrderedDict[str, tuple[str, str]] = OrderedDict()  # old id -> error code, message
         self.draining = False
-        # Session audio goes through the batcher's engine thread; LM-only requests (suggest,
-        # score) through this one. Either way the event loop stays free.
+        # Session audio goes through the engine (a batcher thread, or worker processes); LM-only
+        # requests (suggest, score) through this thread. Either way the event loop stays free.
         batching = batching or BatchingConfig()
-        self.batcher = Batcher(recognizer, batching.max_batch, batching.max_wait_ms)
+        if batching.engine_processes:
+            self.engine = EngineWorkers(dataclasses.replace(recognizer.config, batching=batching),
+                                        batching.engine_processes)
+        else:
+            self.engine = Batcher(recognizer, batching.max_batch, batching.max_wait_ms)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
 
     async def run(self, function, *args):
@@ -86,7 +92,9 @@ class RecognitionService:
         if len(self.sessions) >= self.max_sessions:
             raise ServiceError("busy", f"the server is at its limit of {self.max_sessions} sessions")
         try:
-            session = self.recognizer.session(options)
+            session = self.engine.open(options)
+        except EngineError as err:
+            raise ServiceError("engine_failed", str(err)) from err
         except (AudioError, ValueError) as err:
             raise ServiceError("bad_config", str(err)) from err
         live = LiveSession(uuid.uuid4().hex, session)
@@ -121,7 +129,7 @@ class RecognitionService:
         live.outbox = None
         window = self.resume_config.window_s
         if window <= 0 or not dropped:
-            await self.finish(live, "disconnect")
+            await self.finish_quietly(live, "disconnect")
             return
         live.expiry = asyncio.get_running_loop().call_later(
             window, lambda: asyncio.ensure_future(self.expire(live)))
@@ -129,7 +137,7 @@ class RecognitionService:
     async def expire(self, live: LiveSession) -> None:
         if live.outbox is None and not live.ended:
             log.info("session %s: resume window passed", live.id)
-            await self.finish(live, "disconnect")
+            await self.finish_quietly(live, "disconnect")
 
     async def resume(self, session_id: str, token: str, last_seq: int) -> tuple[LiveSession, asyncio.Queue]:
         """Attach a returning client: it learns how much audio was taken (`ack`) and gets the
@@ -185,17 +193,26 @@ class RecognitionService:
 
     async def decode(self, live: LiveSession, audio: bytes) -> list[dict]:
         started = time.perf_counter()
-        try:
-            events = await self.batcher.submit(live.session, audio)
-        except AudioError as err:
-            raise ServiceError("bad_audio", str(err)) from err
-        except ValueError as err:
-            raise ServiceError("session_closed", str(err)) from err
+        events = await self.run_chunk(live, audio)
         elapsed = time.perf_counter() - started
         live.audio_bytes += len(audio)
         telemetry.CHUNK_LATENCY.observe(elapsed)
         telemetry.AUDIO_SECONDS.inc(len(audio) / live.session.bytes_per_second)
         return self.publish(live, events)
+
+    async def run_chunk(self, live: LiveSession, audio: bytes | None) -> list[dict]:
+        """The engine's events for a chunk of the session's audio (None: its end)."""
+        try:
+            return await self.engine.submit(live.session, audio)
+        except EngineError as err:
+            raise ServiceError("engine_failed", str(err)) from err
+        except AudioError as err:
+            raise ServiceError("bad_audio", str(err)) from err
+        except ValueError as err:
+            raise ServiceError("session_closed", str(err)) from err
+
+    def close_engine(self) -> None:
+        self.engine.close()
 
     def check_pace(self, live: LiveSession, size: int) -> None:
         """Refuse audio that runs ahead of max_realtime_factor x real time by more than the burst."""
@@ -240,7 +257,7 @@ class RecognitionService:
                 return []
             try:
                 end = {"type": "end", "session_id": live.id, "reason": reason}
-                last = await self.batcher.submit(live.session, None) if not live.session.closed else []
+                last = await self.run_chunk(live, None) if not live.session.closed else []
                 return self.publish(live, last + [end])
             finally:
                 self.close(live, reason)
@@ -328,4 +345,11 @@ class RecognitionService:
         shutdown reach their clients and subscribers)."""
         self.draining = True
         for live in list(self.sessions.values()):
-            await self.finish(live, "shutdown")
+            await self.finish_quietly(live, "shutdown")
+
+    async def finish_quietly(self, live: LiveSession, reason: str) -> None:
+        """Finish a session nobody waits on: an engine failure is logged (the session still closes)."""
+        try:
+            await self.finish(live, reason)
+        except ServiceError as err:
+            log.error("session %s could not finish (%s): %s", live.id, reason, err.message)

@@ -1,15 +1,21 @@
 """Cross-session batching: many sessions' chunks run together give each session exactly the
 events it gets alone, whatever the chunkings, options and models."""
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from streamrnn.audio import read_audio
-from streamrnn.batcher import Batcher
+from streamrnn.batcher import Batcher, EngineError
+from streamrnn.client import file_chunks, stream_audio
+from streamrnn.config import BatchingConfig, Config
 from streamrnn.engine import Recognizer, SessionOptions
+from streamrnn.service import RecognitionService, ServiceError
+from streamrnn.workers import EngineWorkers
 
 from conftest import speech_sample, tiny_config
+from daemon import Daemon
 
 CHUNKINGS = [[1600], [160], [7, 3000, 161, 16000, 1, 999, 4410], [16000], [4800, 320]]
 OPTIONS = [{}, {"phrases": ["KUBERNETES", "THE WORLD"]}, {"interim_results": False}, {"suggestions": 2}, {}]
@@ -108,3 +114,119 @@ def test_batcher_serves_concurrent_sessions_in_order(tiny_models):
         assert asyncio.run(everyone()) == expected
     finally:
         batcher.close()
+
+
+def through_engine(engine, streams):
+    """Every stream's chunks through an engine's submit (all queued at once), the streams concurrently."""
+    async def stream(session, chunks):
+        results = await asyncio.gather(*(engine.submit(session, c) for c in chunks))
+        return [e for events in results for e in events] + await engine.submit(session, None)
+
+    async def everyone():
+        sessions = [engine.open(SessionOptions(encoding="f32le", **OPTIONS[i % len(OPTIONS)]))
+                    for i in range(len(streams))]
+        return await asyncio.gather(*(stream(s, c) for s, c in zip(sessions, streams)))
+
+    return asyncio.run(everyone())
+
+
+@pytest.fixture
+def tiny_workers(tiny_models):
+    config = tiny_config(tiny_models)
+    workers = EngineWorkers(config, 2)
+    yield workers
+    workers.close()
+
+
+def test_worker_processes_give_the_same_events_on_real_speech():
+    config = Config()
+    workers = EngineWorkers(config, 2)
+    try:
+        streams = real_speech_streams()
+        assert through_engine(workers, streams) == alone(Recognizer(config), streams)
+        assert sorted(w.sessions for w in workers.workers) == [0, 0]  # ended sessions are let go
+    finally:
+        workers.close()
+
+
+def test_worker_processes_give_the_same_events_tiny(tiny_models, tiny_workers):
+    rng = np.random.default_rng(4)
+    streams = [chunked((rng.standard_normal(8000 * (i + 2)) * 0.1).astype(np.float32), sizes)
+               for i, sizes in enumerate(CHUNKINGS)]
+    assert through_engine(tiny_workers, streams) == alone(Recognizer(tiny_config(tiny_models)), streams)
+
+
+def test_a_dead_worker_fails_its_sessions_and_spares_the_rest(tiny_workers):
+    chunk = np.zeros(1600, dtype="<f4").tobytes()
+
+    async def scenario():
+        first, second = (tiny_workers.open(SessionOptions(encoding="f32le")) for _ in range(2))
+        assert first.worker is not second.worker  # sessions are spread over the workers
+        first.worker.process.kill()
+        with pytest.raises(EngineError, match=f"engine worker {first.worker.index} died"):
+            await tiny_workers.submit(first, chunk)
+        with pytest.raises(EngineError, match="died"):
+            await tiny_workers.submit(first, None)
+        assert isinstance(await tiny_workers.submit(second, chunk), list)
+        third = tiny_workers.open(SessionOptions(encoding="f32le"))
+        assert third.worker is second.worker
+        assert isinstance(await tiny_workers.submit(third, chunk), list)
+        second.worker.process.kill()
+        await asyncio.sleep(0)
+        with pytest.raises(EngineError):
+            await tiny_workers.submit(third, chunk)
+        with pytest.raises(EngineError, match="every engine worker process has died"):
+            for _ in range(50):  # until the reader thread has seen the second worker go
+                tiny_workers.open(SessionOptions(encoding="f32le"))
+                await asyncio.sleep(0.1)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_the_service_reports_a_dead_worker_as_engine_failed(tiny_models):
+    service = RecognitionService(Recognizer(tiny_config(tiny_models)), batching=BatchingConfig(engine_processes=1))
+
+    async def scenario():
+        live = service.open(SessionOptions(encoding="f32le"), "test")
+        assert isinstance(await service.feed(live, np.zeros(1600, dtype="<f4").tobytes()), list)
+        service.engine.workers[0].process.kill()
+        with pytest.raises(ServiceError) as caught:
+            await service.feed(live, np.zeros(1600, dtype="<f4").tobytes())
+        assert caught.value.code == "engine_failed" and "died" in caught.value.message
+        await service.drain()  # a session whose worker died still closes
+        assert not service.sessions
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        service.close_engine()
+
+
+def test_a_daemon_with_engine_processes_streams_as_in_process(tmp_path, default_recognizer):
+    """End to end: `serve` with two engine worker processes, two WebSocket streams of real speech."""
+    config = tmp_path / "workers.toml"
+    config.write_text("[batching]\nengine_processes = 2\n")
+    files = [speech_sample("librispeech-mini", index)[0] for index in (3, 8)]
+    streams = [file_chunks(path)[0][:60] for path in files]
+    daemon = Daemon(config)
+    try:
+        async def both():
+            return await asyncio.gather(*(collect_events(daemon.url, chunks) for chunks in streams))
+        served = asyncio.run(both())
+        assert len(child_processes(daemon.process.pid, "spawn_main")) == 2  # the engine workers
+    finally:
+        assert daemon.stop() == 0
+    for chunks, events in zip(streams, served):
+        session = default_recognizer.session(SessionOptions())
+        expected = [e for chunk in chunks for e in session.feed(chunk)] + session.finish()
+        assert [e for e in events if e["type"] in ("partial", "final", "suggestions")] == expected
+        assert any(e["type"] == "final" for e in expected)
+
+
+async def collect_events(url, chunks):
+    return [{k: v for k, v in e.items() if k != "seq"} async for e in stream_audio(url, chunks)]
+
+
+def child_processes(pid: int, name: str) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if name in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]

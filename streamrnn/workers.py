@@ -1,0 +1,223 @@
+"""Engine work in worker processes (`[batching] engine_processes`).
+
+One engine thread cannot use more than one core (the GIL), and in the daemon
+it shares that lock with the event loop. Each worker process loads the models
+and runs its own Batcher; a session lives in one worker for its whole life
+(resumes included), so its state never moves, and the daemon holds only a
+handle on it. A worker that dies fails its sessions' pending and later chunks
+with an EngineError naming it; new sessions go to the workers still alive.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import threading
+import weakref
+from functools import partial
+from typing import Callable
+
+from .batcher import Batcher, EngineError, deliver, record_batch
+from .config import Config
+from .engine import Recognizer, Session, SessionOptions
+
+log = logging.getLogger("streamrnn.workers")
+START_TIMEOUT_S = 300.0
+
+
+class RemoteSession:
+    """The daemon's handle on a session that lives in a worker process."""
+
+    def __init__(self, worker: "Worker", key: int, options: SessionOptions):
+        self.worker, self.key, self.options = worker, key, options
+        self.closed = False
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.options.bytes_per_second
+
+
+class Worker:
+    """One worker process and the pipe to it; a reader thread settles the chunks it answers."""
+
+    def __init__(self, context, config: Config, index: int):
+        self.index = index
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=worker_main, args=(config, child), daemon=True,
+                                       name=f"streamrnn-engine-{index}")
+        self.process.start()
+        child.close()
+        self.lock = threading.Lock()  # one message on the pipe at a time; guards pending and failure
+        self.pending: dict[int, Callable[[object], None]] = {}
+        self.requests = itertools.count()
+        self.sessions = 0
+        self.failure: str | None = None
+        self.stopping = False
+        self.ready = threading.Event()
+        threading.Thread(target=self.read, name=f"engine-{index}-reader", daemon=True).start()
+
+    def send(self, kind: str, *fields, done: Callable[[object], None] | None = None) -> None:
+        with self.lock:
+            if self.failure:
+                raise EngineError(self.failure)
+            request = next(self.requests)
+            if done is not None:
+                self.pending[request] = done
+            try:
+                self.connection.send((kind, request, *fields))
+            except (OSError, ValueError) as err:
+                self.pending.pop(request, None)
+                raise EngineError(f"engine worker {self.index} cannot be reached: {err}") from err
+
+    def read(self) -> None:
+        try:
+            while True:
+                kind, *fields = self.connection.recv()
+                if kind == "result":
+                    request, result = fields
+                    with self.lock:
+                        done = self.pending.pop(request, None)
+                    if done is not None:
+                        done(result)
+                elif kind == "batch":
+                    record_batch(*fields)
+                elif kind == "ready":
+                    self.ready.set()
+                elif kind == "failed":
+                    self.fail(fields[0])
+                    return
+        except (EOFError, OSError):
+            self.process.join(5)
+            self.fail(f"engine worker {self.index} died (exit code {self.process.exitcode}); "
+                      "its sessions are lost")
+
+    def fail(self, reason: str) -> None:
+        with self.lock:
+            if self.stopping:
+                reason = "the engine is stopped"
+            elif not self.failure:
+                log.error("%s", reason)
+            self.failure = self.failure or reason
+            pending, self.pending = self.pending, {}
+        self.ready.set()
+        for done in pending.values():
+            done(EngineError(self.failure))
+
+    def release(self, key: int) -> None:
+        """A session handle is gone: the worker forgets the session if it has not ended."""
+        self.sessions -= 1
+        try:
+            self.send("drop", key)
+        except EngineError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self.lock:
+            self.stopping = True
+        try:
+            self.send("stop")
+        except EngineError:
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self.connection.close()
+
+
+class EngineWorkers:
+    """Batcher's interface (open, submit, close) over `count` worker processes."""
+
+    def __init__(self, config: Config, count: int):
+        context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
+        self.workers = [Worker(context, config, index) for index in range(count)]
+        self.keys = itertools.count()
+        for worker in self.workers:
+            if not worker.ready.wait(START_TIMEOUT_S) or worker.failure:
+                self.close()
+                raise EngineError(worker.failure or f"engine worker {worker.index} did not start "
+                                                    f"within {START_TIMEOUT_S:g} s")
+
+    def open(self, options: SessionOptions) -> RemoteSession:
+        options.validate()
+        alive = [w for w in self.workers if not w.failure]
+        if not alive:
+            raise EngineError("every engine worker process has died")
+        worker = min(alive, key=lambda w: w.sessions)
+        session = RemoteSession(worker, next(self.keys), options)
+        worker.send("open", session.key, options)
+        worker.sessions += 1
+        weakref.finalize(session, worker.release, session.key).atexit = False
+        return session
+
+    async def submit(self, session: RemoteSession, audio) -> list[dict]:
+        """The session's events for this chunk (None: the end of its stream); raises its error."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        try:
+            session.worker.send("chunk", session.key, audio, done=partial(deliver, loop, future))
+            return await future
+        finally:
+            if audio is None:
+                session.closed = True
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def worker_main(config: Config, connection) -> None:
+    """A worker process: load the models, then run the chunks the daemon sends until it says stop."""
+    lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with lock:
+            connection.send(message)
+
+    def answer(request: int, result) -> None:
+        try:
+            send(("result", request, result))
+        except Exception as err:  # an error that cannot be pickled still reaches its session
+            send(("result", request, EngineError(f"{type(result).__name__}: {result} ({err})")))
+
+    try:
+        recognizer = Recognizer(config)
+    except Exception as err:
+        send(("failed", f"engine worker could not load the models: {err}"))
+        return
+    batcher = Batcher(recognizer, config.batching.max_batch, config.batching.max_wait_ms,
+                      on_batch=lambda seconds, size: send(("batch", seconds, size)))
+    sessions: dict[int, Session | Exception] = {}
+    send(("ready",))
+    try:
+        serve_requests(connection, recognizer, batcher, sessions, answer)
+    finally:
+        batcher.close()
+
+
+def serve_requests(connection, recognizer: Recognizer, batcher: Batcher, sessions: dict, answer) -> None:
+    while True:
+        try:
+            kind, request, *fields = connection.recv()
+        except EOFError:  # the daemon is gone
+            return
+        if kind == "stop":
+            return
+        if kind == "open":
+            key, options = fields
+            try:
+                sessions[key] = recognizer.session(options)
+            except Exception as err:
+                sessions[key] = err
+        elif kind == "drop":
+            sessions.pop(fields[0], None)
+        elif kind == "chunk":
+            key, audio = fields
+            session = sessions.get(key, ValueError("session is closed"))
+            if audio is None:
+                sessions.pop(key, None)  # its last chunk: the batcher holds it until then
+            if isinstance(session, Exception):
+                answer(request, session)
+            else:
+                batcher.put(session, audio, partial(answer, request))
