@@ -126,24 +126,38 @@ def sent_time(sent: list[tuple[float, float]], end: float) -> float:
 
 
 class DaemonProbe:
-    """CPU seconds and resident memory of a local daemon process (Linux /proc), and its metrics."""
+    """CPU seconds and resident memory of a local daemon process and its engine worker processes
+    (Linux /proc), and its metrics."""
 
     def __init__(self, http: str, pid: int | None):
         self.http, self.pid = http, pid
 
+    def processes(self) -> list[int]:
+        """The daemon and its descendants."""
+        pids = [self.pid]
+        for pid in pids:
+            try:
+                pids += [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except OSError:  # gone meanwhile
+                pass
+        return pids
+
     def cpu_seconds(self) -> float | None:
         if self.pid is None:
             return None
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.processes():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def rss_mb(self) -> float | None:
         if self.pid is None:
             return None
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return None
+        return sum(resident_mb(pid) for pid in self.processes())
 
     def metrics(self) -> dict[str, float]:
         text = urllib.request.urlopen(self.http + "/metrics", timeout=10).read().decode()
@@ -155,6 +169,16 @@ class DaemonProbe:
             if name in wanted:
                 values[name] = float(value)
         return values
+
+
+def resident_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -1,7 +1,11 @@
 """`streamrnn bench` end to end: real daemons (batched and not), real speech, a few streams."""
 import json
+import os
 import subprocess
 import sys
+import time
+
+from streamrnn.bench import DaemonProbe
 
 from conftest import speech_sample
 
@@ -34,3 +38,21 @@ def test_bench_refuses_bad_stream_counts():
     run = subprocess.run([sys.executable, "-m", "streamrnn", "bench", "--streams", "0,4"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--streams" in run.stderr
+
+
+def test_the_daemon_probe_counts_child_processes():
+    """Engine worker processes are the daemon's children: their CPU and memory are the daemon's."""
+    child = subprocess.Popen([sys.executable, "-c", "sum(range(30_000_000)); input()"], stdin=subprocess.PIPE)
+    try:
+        probe = DaemonProbe("", os.getpid())
+        assert child.pid in probe.processes()
+        deadline = time.monotonic() + 60
+        while DaemonProbe("", child.pid).cpu_seconds() < 0.2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        own = DaemonProbe("", child.pid)
+        assert probe.rss_mb() > own.rss_mb() > 0
+        alone = time.process_time()
+        assert probe.cpu_seconds() >= alone + own.cpu_seconds() - 0.1
+    finally:
+        child.kill()
+        child.wait()
