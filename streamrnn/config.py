@@ -16,6 +16,7 @@ class ModelConfig:
     language_model: str = "builtin"
     device: str = "auto"
     threads: int = 0
+    quantize: str = ""
 
 
 @dataclass
@@ -148,6 +149,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def validate(config: Config, where: str) -> None:
     checks = [
+        (config.model.quantize in ("", "int8"), "model.quantize must be \"\" (off) or \"int8\""),
         (config.decoder.method in ("beam", "greedy"), "decoder.method must be \"beam\" or \"greedy\""),
         (config.decoder.beam_size >= 1, "decoder.beam_size must be at least 1"),
         (config.endpoint.trailing_silence_ms > 0, "endpoint.trailing_silence_ms must be positive"),

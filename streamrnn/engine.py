@@ -8,15 +8,17 @@ Events are plain dicts, ready for JSON:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from .acoustic import AcousticStream, run_streams
 from .audio import Frontend, check_encoding, check_rate, decode_pcm, log_mel
 from .checkpoint import load_model
-from .config import Config, model_path
+from .config import Config, ModelConfig, model_path
 from .decoding import Decoder, Utterance
 from .lm import LMRunner, WordScorer, prefetch
 from .tokens import normalize
@@ -49,10 +51,11 @@ class SessionOptions:
         return self.sample_rate * (2 if self.encoding == "pcm_s16le" else 4)
 
 
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+def pick_device(config: ModelConfig) -> str:
+    """model.device, with "auto" the GPU when there is one (and the CPU for quantized models)."""
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() and not config.quantize else "cpu"
+    return config.device
 
 
 class Recognizer:
@@ -62,12 +65,13 @@ class Recognizer:
         self.config = config
         if config.model.threads:
             torch.set_num_threads(config.model.threads)
-        self.device = pick_device(config.model.device)
+        self.device = pick_device(config.model)
         if self.device == "cpu":
             # oneDNN's LSTM re-lays out the weights on every call (about 2 ms each): far more than
             # the engine's small per-chunk steps cost on torch's own kernels.
             torch.backends.mkldnn.enabled = False
-        self.acoustic = load_model("acoustic", model_path(config.model.acoustic_model, "am.pt"), self.device)
+        self.acoustic = load_engine_model("acoustic", model_path(config.model.acoustic_model, "am.pt"),
+                                          config.model)
         self.lm = None
         if config.model.language_model:
             self.lm = load_language_model(config)
@@ -124,7 +128,22 @@ class Recognizer:
 
 def load_language_model(config: Config) -> LMRunner:
     path = model_path(config.model.language_model or "builtin", "lm.pt")
-    return LMRunner(load_model("language", path, pick_device(config.model.device)))
+    return LMRunner(load_engine_model("language", path, config.model))
+
+
+def load_engine_model(kind: str, path: str, config: ModelConfig) -> nn.Module:
+    """A model on the configured device; with model.quantize = "int8", its recurrent and linear
+    layers dynamically quantized (torch's eager-mode quantization: CPU only)."""
+    device = pick_device(config)
+    if config.quantize and device != "cpu":
+        raise ValueError(f'model.quantize = "{config.quantize}" runs on the CPU only, but the models would be '
+                         f'on {device}: set model.device = "cpu"')
+    model = load_model(kind, path, device)
+    if not config.quantize:
+        return model
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, which has no LSTM
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
 
 
 def text_suggestions(lm: LMRunner, text: str, count: int) -> list[dict]:

@@ -133,3 +133,26 @@ def test_long_pause_in_real_speech_gives_two_finals(default_recognizer):
     duration = (len(a) + len(pause) + len(b)) / rate
     times = [t for f in finals for w in f["words"] for t in (w["start"], w["end"])]
     assert times == sorted(times) and 0 <= times[0] and times[-1] <= duration
+
+
+def test_int8_quantized_models_transcribe_real_speech_close_to_float(default_recognizer):
+    from torch.ao.nn.quantized import dynamic
+    from streamrnn.metrics import edit_distance
+    config = Config()
+    config.model.device, config.model.quantize = "cpu", "int8"
+    quantized = Recognizer(config)
+    assert isinstance(quantized.acoustic.rnn, dynamic.LSTM) and isinstance(quantized.acoustic.output, dynamic.Linear)
+    assert isinstance(quantized.lm.model.rnn, dynamic.LSTM) and isinstance(quantized.lm.model.decoder, dynamic.Linear)
+    path, reference = speech_sample("librispeech-mini", index=5)
+    text = final_text(stream_file(quantized, path, chunk_ms=160))
+    float_text = final_text(stream_file(default_recognizer, path, chunk_ms=160))
+    assert text != "" and edit_distance(float_text, text) / len(float_text) < 0.2, (float_text, text)
+    assert edit_distance(reference, text) / len(reference) < 0.6, (reference, text)
+    assert quantized.suggest("THE", 2) and len(quantized.suggest("THE", 2)) == 2
+
+
+def test_int8_quantization_is_refused_off_the_cpu(tiny_models):
+    config = tiny_config(tiny_models)
+    config.model.device, config.model.quantize = "cuda", "int8"
+    with pytest.raises(ValueError, match='quantize = "int8" runs on the CPU only'):
+        Recognizer(config)
