@@ -1,6 +1,7 @@
 """`streamrnn bench`: many concurrent real-time streams against a real daemon.
 
-Each client streams real speech over WebSocket on loopback at real-time pace.
+Each client streams real speech over WebSocket (or gRPC: --transport grpc) on
+loopback at real-time pace.
 A partial's latency is the time from sending the chunk that completes the
 audio it covers (its `end`) to receiving it; finalisation latency is the time
 from eof to the last final (or `end`). Levels of N streams run with batching
@@ -17,10 +18,11 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import AsyncIterator
 
 import numpy as np
 
-from .client import stream_audio
+from .client import event_from_proto, stream_audio
 from .data import load_manifest
 from .transcribe import load_for_streaming
 
@@ -86,7 +88,42 @@ def pcm_chunks(samples: np.ndarray, chunk_ms: int) -> list[bytes]:
     return [pcm[i:i + step].tobytes() for i in range(0, len(pcm), step)]
 
 
-async def one_stream(url: str, chunks: list[bytes], chunk_s: float, start_at: float,
+async def websocket_events(target: "Target", chunks: AsyncIterator[bytes]) -> AsyncIterator[dict]:
+    async for event in stream_audio(target.url, chunks, raise_errors=False, suggestions=0):
+        yield event
+
+
+async def grpc_events(target: "Target", chunks: AsyncIterator[bytes]) -> AsyncIterator[dict]:
+    """One StreamingRecognize call (grpc.aio), its messages as the WebSocket API's event dicts."""
+    import grpc
+
+    from .proto import streamrnn_pb2 as pb
+    from .proto import streamrnn_pb2_grpc as pb_grpc
+
+    async def requests():
+        yield pb.StreamingRecognizeRequest(config=pb.RecognitionConfig(
+            sample_rate=SAMPLE_RATE, encoding=pb.PCM_S16LE, interim_results=True, suggestions=0))
+        async for chunk in chunks:
+            yield pb.StreamingRecognizeRequest(audio=chunk)
+        yield pb.StreamingRecognizeRequest(eof=True)
+
+    async with grpc.aio.insecure_channel(target.grpc) as channel:
+        async for message in pb_grpc.RecognizerStub(channel).StreamingRecognize(requests()):
+            yield event_from_proto(message)
+
+
+TRANSPORTS = {"websocket": websocket_events, "grpc": grpc_events}
+
+
+@dataclass
+class Target:
+    """Where the streams go: the daemon's WebSocket URL and gRPC address, and the transport."""
+    url: str
+    grpc: str | None
+    transport: str = "websocket"
+
+
+async def one_stream(target: Target, chunks: list[bytes], chunk_s: float, start_at: float,
                      record: StreamRecord, timeout: float) -> None:
     loop = asyncio.get_running_loop()
 
@@ -102,7 +139,7 @@ async def one_stream(url: str, chunks: list[bytes], chunk_s: float, start_at: fl
         record.eof_at = loop.time()
 
     async def receive():
-        async for event in stream_audio(url, paced(), raise_errors=False, suggestions=0):
+        async for event in TRANSPORTS[target.transport](target, paced()):
             now = loop.time()
             if event["type"] == "partial":
                 record.partial_ms.append(1000 * (now - sent_time(record.sent, event["end"])))
@@ -185,7 +222,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-async def run_level(url: str, probe: DaemonProbe, clips, streams: int, seconds: float, chunk_ms: int,
+async def run_level(target: Target, probe: DaemonProbe, clips, streams: int, seconds: float, chunk_ms: int,
                     mode: str) -> Level:
     loop = asyncio.get_running_loop()
     records = [StreamRecord() for _ in range(streams)]
@@ -195,7 +232,7 @@ async def run_level(url: str, probe: DaemonProbe, clips, streams: int, seconds: 
     chunk_s, peak_rss = chunk_ms / 1000, [base_rss]
     sampler = asyncio.create_task(sample_rss(probe, peak_rss))
     await asyncio.gather(*(
-        one_stream(url, pcm_chunks(stream_audio_for(clips, i, seconds), chunk_ms), chunk_s,
+        one_stream(target, pcm_chunks(stream_audio_for(clips, i, seconds), chunk_ms), chunk_s,
                    start + rng.uniform(0, chunk_s), records[i], timeout=3 * seconds + 30)
         for i in range(streams)))
     sampler.cancel()
@@ -272,11 +309,11 @@ def start_daemon(config: str | None, max_batch: int | None):
     return Daemon(Path(config) if config else None, serve_args=("--max-batch", str(max_batch)) if max_batch else ())
 
 
-async def run_mode(url: str, probe: DaemonProbe, clips, args, mode: str) -> list[Level]:
-    await run_level(url, probe, clips, 1, 2.0, args.chunk_ms, "warm-up")  # first torch calls are slow
+async def run_mode(target: Target, probe: DaemonProbe, clips, args, mode: str) -> list[Level]:
+    await run_level(target, probe, clips, 1, 2.0, args.chunk_ms, "warm-up")  # first torch calls are slow
     levels = []
     for streams in args.streams:
-        level = await run_level(url, probe, clips, streams, args.seconds, args.chunk_ms, mode)
+        level = await run_level(target, probe, clips, streams, args.seconds, args.chunk_ms, mode)
         levels.append(level)
         if args.progress:
             print(f"# {mode} {streams} streams: p95 partial {level.p95_partial_ms} ms, rtf {level.rtf}",
@@ -285,34 +322,36 @@ async def run_mode(url: str, probe: DaemonProbe, clips, args, mode: str) -> list
 
 
 def with_daemon(args, max_batch: int | None, work):
-    """Run `work(url, probe)` against --url, or against a fresh local daemon."""
+    """Run `work(target, probe)` against --url, or against a fresh local daemon."""
     if args.url:
         http = args.url.replace("ws://", "http://").replace("wss://", "https://")
-        return asyncio.run(work(args.url, DaemonProbe(http, None)))
+        return asyncio.run(work(Target(args.url, args.grpc, args.transport), DaemonProbe(http, None)))
     daemon = start_daemon(args.config, max_batch)
     try:
-        return asyncio.run(work(daemon.url, DaemonProbe(daemon.http, daemon.process.pid)))
+        return asyncio.run(work(Target(daemon.url, daemon.grpc, args.transport),
+                                DaemonProbe(daemon.http, daemon.process.pid)))
     finally:
         daemon.stop()
 
 
-async def batched_and_idle(url: str, probe: DaemonProbe, clips, args) -> tuple[list[Level], dict | None]:
+async def batched_and_idle(target: Target, probe: DaemonProbe, clips, args) -> tuple[list[Level], dict | None]:
     """Idle sessions first, on the fresh daemon (later, memory freed by the load would hide theirs)."""
-    idle = await idle_cost(url, probe, max(args.streams), 5.0) if args.idle else None
+    idle = await idle_cost(target.url, probe, max(args.streams), 5.0) if args.idle else None
     mode = "daemon at --url" if args.url else "batched"  # a remote daemon's batching is its own
-    return await run_mode(url, probe, clips, args, mode), idle
+    return await run_mode(target, probe, clips, args, mode), idle
 
 
 def benchmark(args) -> dict:
     clips = speech_clips(args.audio, args.manifest, args.split)
-    levels, idle = with_daemon(args, None, lambda url, probe: batched_and_idle(url, probe, clips, args))
-    result = {"streams_tried": args.streams, "seconds_per_stream": args.seconds, "chunk_ms": args.chunk_ms,
+    levels, idle = with_daemon(args, None, lambda target, probe: batched_and_idle(target, probe, clips, args))
+    result = {"transport": args.transport, "streams_tried": args.streams, "seconds_per_stream": args.seconds,
+              "chunk_ms": args.chunk_ms,
               "cpu_cores": os.cpu_count(), "levels": [asdict(level) for level in levels]}
     result.update(headline(levels))
     if idle:
         result["idle"] = idle
     if args.compare and not args.url:
-        unbatched = with_daemon(args, 1, lambda url, probe: run_mode(url, probe, clips, args, "unbatched"))
+        unbatched = with_daemon(args, 1, lambda target, probe: run_mode(target, probe, clips, args, "unbatched"))
         result["levels"] += [asdict(level) for level in unbatched]
         result["unbatched"] = headline(unbatched)
         if levels[-1].rtf and unbatched[-1].rtf:
@@ -377,6 +416,8 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(args) -> None:
+    if args.url and args.transport == "grpc" and not args.grpc:
+        raise ValueError("--transport grpc with --url needs the daemon's gRPC address too (--grpc HOST:PORT)")
     result = benchmark(args)
     if args.plot:
         plot(result, args.plot)
@@ -393,6 +434,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per message")
     parser.add_argument("--url", help="a running daemon (ws://host:port) instead of starting one; "
                                       "no batching comparison, CPU and memory then")
+    parser.add_argument("--transport", choices=list(TRANSPORTS), default="websocket",
+                        help="how the streams reach the daemon (default websocket; the idle probe uses websocket)")
+    parser.add_argument("--grpc", help="with --url and --transport grpc: the daemon's gRPC address (host:port)")
     parser.add_argument("--no-compare", dest="compare", action="store_false",
                         help="skip the unbatched run (serve --max-batch 1)")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip pocketsphinx")

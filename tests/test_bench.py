@@ -56,3 +56,22 @@ def test_the_daemon_probe_counts_child_processes():
     finally:
         child.kill()
         child.wait()
+
+
+def test_bench_over_grpc(tmp_path):
+    files = [str(speech_sample("speechocean762", i)[0]) for i in range(2)]
+    run = subprocess.run([sys.executable, "-m", "streamrnn", "bench", *files, "--transport", "grpc",
+                          "--streams", "2", "--seconds", "3", "--no-compare", "--no-peer", "--no-idle", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["transport"] == "grpc"
+    [level] = result["levels"]
+    assert level["errors"] == 0 and 5.0 <= level["audio_s"] <= 7.0
+    assert 0 < level["p50_partial_ms"] <= level["p95_partial_ms"] and level["p95_final_ms"] > 0
+
+
+def test_bench_grpc_at_a_url_needs_the_grpc_address():
+    run = subprocess.run([sys.executable, "-m", "streamrnn", "bench", "--url", "ws://127.0.0.1:9",
+                          "--transport", "grpc"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--grpc HOST:PORT" in run.stderr
