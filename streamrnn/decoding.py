@@ -152,8 +152,8 @@ class Decoder:
         `select` then builds only those that can make the beam. An extension that cannot reach
         `beam_floor` (nor merge with another hypothesis) is not even gathered."""
         candidates, following, blank = self.candidates(row), {}, row[BLANK]
-        children = self.beam_children()
-        floor = self.beam_floor(row, candidates)
+        allowed, children = set(candidates), self.beam_children()
+        floor = self.beam_floor(row, allowed)
         best_token = max(row[t] for t in candidates) if candidates else NEG_INF
         for hyp in self.beam:
             total = hyp.acoustic
@@ -163,14 +163,15 @@ class Decoder:
             if not self.greedy or not candidates:
                 same[0] = log_add(same[0], total + blank)
             last = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
-            need_letter = floor - hyp.bonus - self.bonus_bound(hyp, 0)
-            need_space = floor - hyp.bonus - self.bonus_bound(hyp, SPACE)
+            pending = self.pending_bound(hyp)
+            need_letter = floor - hyp.bonus - (self.letter_reach + pending)
+            need_space = floor - hyp.bonus - (self.space_reach + pending)
             kids = children.get(hyp.text, ())
             tokens = candidates
             if total + best_token < min(need_letter, need_space):
                 # No extension of this hypothesis can reach the floor: only the tokens that merge
-                # into its own text or into another hypothesis's need looking at.
-                tokens = [t for t in candidates if t == SPACE or t == last or t in kids]
+                # into its own text or into another hypothesis's need looking at (in token order).
+                tokens = sorted({SPACE, last, *kids} & allowed)
             for token in tokens:
                 token_log_prob = row[token]
                 if token == SPACE and (last is None or last == SPACE):
@@ -194,13 +195,13 @@ class Decoder:
                 children.setdefault(hyp.text[:-1], set()).add(ALPHABET.index(hyp.text[-1]) + 1)
         return children
 
-    def beam_floor(self, row: list[float], candidates: list[int]) -> float:
+    def beam_floor(self, row: list[float], allowed: set[int]) -> float:
         """A score that the beam's worst next hypothesis surely reaches: every hypothesis's text
         survives with at least its own blank path, and the bonus of whichever hypothesis makes that
         text first (itself, or an earlier one that reaches it by one more character)."""
         if self.greedy or len(self.beam) < self.beam_size:
             return NEG_INF
-        blank, allowed, earlier, sure = row[BLANK], set(candidates), {}, []
+        blank, earlier, sure = row[BLANK], {}, []
         for hyp in self.beam:
             maker = hyp
             parent = earlier.get(hyp.text[:-1]) if hyp.text else None
@@ -211,7 +212,7 @@ class Decoder:
                     maker = self.extended(parent, token, row[token])
             sure.append(hyp.acoustic + blank + maker.bonus + maker.bias_pending)
             earlier.setdefault(hyp.text, hyp)
-        return heapq.nlargest(self.beam_size, sure)[-1]
+        return min(sure)  # the beam is full: its beam_size-th best
 
     @staticmethod
     def extend_into(following: dict, hyp: Hypothesis, token: int, log_prob: float,
@@ -263,10 +264,13 @@ class Decoder:
     def bonus_bound(self, parent: Hypothesis, token: int) -> float:
         """An upper bound (with a little slack for rounding) on what extending `parent` by `token`
         adds to its bonus and pending phrase bonus: the LM log-prob is at most 0, penalties at least 0."""
-        bound = self.space_reach if token == SPACE else self.letter_reach
+        return (self.space_reach if token == SPACE else self.letter_reach) + self.pending_bound(parent)
+
+    def pending_bound(self, parent: Hypothesis) -> float:
+        """The most that the pending phrase bonus can be after one more character."""
         if self.has_phrases:
-            return bound + max(0.0, parent.bias_pending + self.trie.bonus, self.trie.bonus)
-        return bound + parent.bias_pending
+            return max(0.0, parent.bias_pending + self.trie.bonus, self.trie.bonus)
+        return parent.bias_pending
 
     def extended(self, hyp: Hypothesis, token: int, token_log_prob: float) -> Hypothesis:
         """`hyp` with one more character: word bookkeeping, LM fusion, phrase bias."""
