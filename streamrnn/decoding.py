@@ -256,8 +256,9 @@ class Decoder:
 
     @staticmethod
     def kept(entry: list) -> Hypothesis:
-        """A hypothesis that keeps its text this step, with its new probabilities."""
-        hyp = entry[2].clone()
+        """A hypothesis that keeps its text this step, with its new probabilities. Updated in
+        place: the old beam is dropped after this step, and every extension is built by now."""
+        hyp = entry[2]
         hyp.set_probs(entry[0], entry[1])
         return hyp
 
