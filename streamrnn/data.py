@@ -86,8 +86,8 @@ def perturbed_features(path: Path, speed: float) -> torch.Tensor:
     return features_16k(speech_16k(path, speed))
 
 
-def _features_job(args):
-    return perturbed_features(*args)
+def _features_job(args) -> np.ndarray:
+    return perturbed_features(*args).numpy()
 
 
 def cached_features(utterances: list[Utterance], speed: float, cache: Path, name: str,
@@ -96,13 +96,16 @@ def cached_features(utterances: list[Utterance], speed: float, cache: Path, name
     target = cache / f"{name}-{len(utterances)}-speed{speed}.pt"
     features = load_cached(target, utterances)
     if features is None:
-        features = parallel_map(_features_job, [(u.audio, speed) for u in utterances], workers)
+        features = [torch.from_numpy(f) for f in
+                    parallel_map(_features_job, [(u.audio, speed) for u in utterances], workers)]
         save_cached(target, features, utterances)
     return features
 
 
 def parallel_map(function, jobs: list, workers: int, initializer=None, initargs=()) -> list:
-    """function over jobs in worker processes; in this one when there are only a few."""
+    """function over jobs in worker processes; in this one when there are only a few. Jobs
+    should return numpy arrays, not tensors: tensors travel back as file descriptors, and
+    thousands of them exhaust the open-file limit."""
     if len(jobs) < SMALL_JOB:
         if initializer:
             initializer(*initargs)
@@ -158,7 +161,7 @@ def _augmented_job(args) -> torch.Tensor | float:
     plan = draw(job["settings"], rng)
     if not plan:
         return speed
-    return features_16k(apply(speech_16k(path, speed), plan, rng, job["bank"]))
+    return features_16k(apply(speech_16k(path, speed), plan, rng, job["bank"])).numpy()
 
 
 def augmented_features(utterances: list[Utterance], settings: Augmentation, speeds: list[float], copy: int,
@@ -174,6 +177,7 @@ def augmented_features(utterances: list[Utterance], settings: Augmentation, spee
         bank = speech_bank(utterances, seed) if "babble" in settings.noise_types else []
         variants = parallel_map(_augmented_job, list(enumerate(u.audio for u in utterances)), workers,
                                 _start_augment_worker, (settings, list(speeds), seed, copy, bank))
+        variants = [torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in variants]
         save_cached(target, variants, utterances)
     return variants
 

@@ -1,4 +1,7 @@
 """Noise and reverberation for training: measured on real speech and synthetic signals."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +115,22 @@ def test_a_cache_file_made_from_other_audio_is_not_reused(tmp_path):
 def test_bad_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
         Augmentation(**settings)
+
+
+def test_feature_cache_of_thousands_of_utterances_needs_no_file_per_utterance(tmp_path):
+    """Workers hand back arrays, not tensors (which travel as open files): with a small open-file
+    limit, as on many servers, more utterances than the limit still get their features."""
+    needs_shared_data()
+    script = f"""
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from streamrnn.data import cached_features, load_manifest
+utterances = load_manifest("{SPEECH / 'fsdd.jsonl'}", "train")[:400]
+features = cached_features(utterances, 1.0, Path("{tmp_path}"), "fsdd", workers=2)
+print(len(features), sum(len(f) for f in features))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, frames = map(int, done.stdout.split())
+    assert count == 400 and frames > 400 * 20
