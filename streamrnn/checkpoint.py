@@ -18,10 +18,10 @@ KINDS = {"acoustic": (AcousticModel, AcousticConfig), "language": (LanguageModel
 
 
 def save_model(model, kind: str, path, meta: dict | None = None, extra: dict | None = None) -> None:
-    """Weights as float16 to keep shipped files small; they are cast back on load.
-    Tied weights (one tensor under two names) are stored once."""
+    """Weights as float16 on the CPU, to keep shipped files small and loadable anywhere; they are
+    cast back on load. Tied weights (one tensor under two names) are stored once."""
     halves = {}
-    state = {k: halves.setdefault(v.data_ptr(), v.half() if v.is_floating_point() else v)
+    state = {k: halves.setdefault(v.data_ptr(), v.cpu().half() if v.is_floating_point() else v.cpu())
              for k, v in model.state_dict().items()}
     payload = {"format": f"streamrnn-{kind}", "version": 1, "config": vars(model.config),
                "state_dict": state, "meta": meta or {}, **(extra or {})}
