@@ -8,8 +8,10 @@ models; skips with the reason otherwise.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import soundfile
 
 from streamrnn.config import ASSETS, load_config
 from streamrnn.metrics import edit_distance
+from streamrnn.soak import ChaosProxy
 
 from daemon import Daemon
 
@@ -90,9 +93,32 @@ def engine_finals(wav: Path, config_file: Path | None) -> list[dict]:
     return [event for event in stream_file(recognizer, wav) if event["type"] == "final"]
 
 
+class ProxyThread:
+    """A ChaosProxy in front of the daemon's HTTP port, run by its own event loop in a thread."""
+
+    def __init__(self, port: int):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.proxy = ChaosProxy("127.0.0.1", port)
+        self.http = self.call(self.proxy.start()).replace("ws://", "http://")
+
+    def call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def cut_all(self) -> int:
+        async def cut():
+            return self.proxy.cut_all()
+        return self.call(cut())
+
+    def close(self) -> None:
+        self.call(self.proxy.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 def run_in_browser(url: str, wav: Path, speech_s: float, expected_finals: int, screenshot: Path,
-                   timeout_s: float = 90) -> dict:
-    """Open the page, press Start, wait for the finals of the file's first pass, press Stop."""
+                   timeout_s: float = 90, while_listening=None) -> dict:
+    """Open the page, press Start, (call `while_listening` with the page,) wait for the finals
+    of the file's first pass, press Stop."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
     problems: list[str] = []
@@ -111,6 +137,8 @@ def run_in_browser(url: str, wav: Path, speech_s: float, expected_finals: int, s
             page.click("#start")
             page.wait_for_function("document.getElementById('status').dataset.state === 'listening'",
                                    timeout=20_000)
+            if while_listening:
+                while_listening(page)
             # The fake microphone loops the file: wait until its first pass is transcribed, that is
             # as many finals as the engine made of it, or one that ends after the file does.
             try:
@@ -145,17 +173,32 @@ def run_in_browser(url: str, wav: Path, speech_s: float, expected_finals: int, s
     return result
 
 
-def check_browser_end_to_end(tmp_path: Path, config_file: Path | None = None) -> dict:
+def cut_mid_speech(proxy: ProxyThread):
+    """Once the page shows a partial, drop every connection through the proxy (no close frame,
+    as a network failure would) and wait for the page to say it is back."""
+    def cut(page):
+        page.wait_for_function("window.seen.includes('partial')", timeout=30_000)
+        assert proxy.cut_all() >= 1, "the page's WebSocket did not go through the proxy"
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Reconnected')",
+                               timeout=20_000)
+    return cut
+
+
+def check_browser_end_to_end(tmp_path: Path, config_file: Path | None = None, drop_connection: bool = False) -> dict:
     wav, duration = fake_microphone_wav(tmp_path)
     expected_events = engine_finals(wav, config_file)
     expected = " ".join(event["text"] for event in expected_events)
     assert expected.split(), "the engine itself heard nothing in the test audio"
     daemon = Daemon(config_file)
+    proxy = ProxyThread(daemon.http_port) if drop_connection else None
     try:
-        result = run_in_browser(daemon.http + "/", wav, duration, len(expected_events), tmp_path / "page.png")
+        result = run_in_browser((proxy.http if proxy else daemon.http) + "/", wav, duration, len(expected_events),
+                                tmp_path / "page.png", while_listening=proxy and cut_mid_speech(proxy))
     except Exception as err:
         raise AssertionError(f"{err}\n--- daemon log ---\n{daemon.log}") from err
     finally:
+        if proxy:
+            proxy.close()
         code = daemon.stop()
     assert code == 0, f"the daemon exited with {code}:\n{daemon.log}"
 
@@ -180,3 +223,14 @@ def test_browser_page_transcribes_the_microphone(tmp_path):
     result = check_browser_end_to_end(tmp_path)
     assert result["suggestions"] == 3, "the shipped LM should give next-word suggestions after a final"
     print(f"CER {result['cer']:.3f}, first pass in {result['first_pass_s']:.1f} s, screenshot {tmp_path / 'page.png'}")
+
+
+def test_browser_page_resumes_its_session_when_the_connection_drops(tmp_path):
+    """The connection is cut mid-utterance: the page reconnects, resumes the same session, sends
+    the audio the server missed, and the transcript is the engine's, each final once."""
+    require_browser_setup()
+    require_shipped_models()
+    result = check_browser_end_to_end(tmp_path, drop_connection=True)
+    ends = [final["end"] for final in result["finals"]]
+    assert ends == sorted(set(ends)), f"finals repeated or out of order: {result['finals']}"
+    print(f"CER {result['cer']:.3f} with a dropped connection, screenshot {tmp_path / 'page.png'}")

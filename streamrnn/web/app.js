@@ -10,6 +10,8 @@
   const LOW_CONFIDENCE = 0.5;      // words below this are underlined
   const BACKLOG_WARN_SECONDS = 3;  // unsent audio that makes the status line warn
   const END_TIMEOUT_MS = 30000;    // how long Stop waits for the server's "end"
+  const RECONNECT_FOR_MS = 30000;  // how long a dropped connection is retried (the server keeps the session 30 s)
+  const ABNORMAL_CLOSURE = 1006;   // the connection dropped without a close frame: the session can be resumed
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -45,6 +47,9 @@
       stream: null, context: null, source: null, node: null, socket: null,
       frame: null, filled: 0, connected: false, listening: false, stopping: false, ended: false,
       error: null, timer: 0, finals: 0, warned: false,
+      // Resuming: the session, the last event seen, and the audio the server has not acknowledged yet.
+      sessionId: null, resumeToken: null, lastSeq: 0, sent: 0, unacked: [],
+      resuming: false, eofSent: false, retryDelay: 100, retryUntil: 0,
     };
     current = rec;
     setRunning(true);
@@ -111,14 +116,15 @@
   function connect(rec) {
     return new Promise((resolve, reject) => {
       const socket = new WebSocket(socketUrl("v1/recognize"));
+      let opened = false;
       rec.socket = socket;
       socket.binaryType = "arraybuffer";
-      socket.onopen = () => { rec.connected = true; resolve(); };
+      socket.onopen = () => { opened = rec.connected = true; resolve(); };
       socket.onerror = () => {
-        if (!rec.connected) reject(new Error(`Cannot connect to the server at ${socket.url}.`));
+        if (!opened) reject(new Error(`Cannot connect to the server at ${socket.url}.`));
       };
-      socket.onmessage = (event) => onMessage(rec, event);
-      socket.onclose = (event) => onClose(rec, event);
+      socket.onmessage = (event) => { if (rec.socket === socket) onMessage(rec, event); };
+      socket.onclose = (event) => { if (opened && rec.socket === socket) onClose(rec, event); };
     });
   }
 
@@ -149,13 +155,19 @@
     }
   }
 
+  // Every frame is kept until the server acknowledges it, so that a resumed session gets it
+  // again; while the connection is down frames only queue up.
   function sendFrame(rec) {
-    const socket = rec.socket;
-    if (rec.filled === 0 || !socket || socket.readyState !== WebSocket.OPEN) return;
+    if (rec.filled === 0) return;
     // Float32Array bytes are little-endian on every platform browsers run on: f32le.
-    socket.send(rec.frame.subarray(0, rec.filled));
+    const data = rec.frame.slice(0, rec.filled).buffer;
     rec.frame = new Float32Array(rec.frame.length);
     rec.filled = 0;
+    rec.unacked.push({ offset: rec.sent, data });
+    rec.sent += data.byteLength;
+    const socket = rec.socket;
+    if (rec.resuming || !socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(data);
     const backlog = socket.bufferedAmount / (4 * rec.context.sampleRate);
     if (backlog > BACKLOG_WARN_SECONDS && !rec.warned) {
       rec.warned = true;
@@ -199,13 +211,62 @@
     rec.listening = false;
     sendFrame(rec); // the last part-filled frame
     releaseAudio(rec);
-    if (rec.socket.readyState !== WebSocket.OPEN) {
-      fail(rec, "The connection to the server was lost before the end of the session.");
-      return;
-    }
-    rec.socket.send(JSON.stringify({ type: "eof" }));
+    sendEof(rec); // else sent once the connection is back
     setStatus("busy", "Finishing the last sentence…");
     rec.timer = setTimeout(() => fail(rec, "The server did not finish the session in time."), END_TIMEOUT_MS);
+  }
+
+  function sendEof(rec) {
+    const socket = rec.socket;
+    if (rec.eofSent || rec.resuming || !socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "eof" }));
+    rec.eofSent = true;
+  }
+
+  // --- resuming after a dropped connection -----------------------------------
+
+  // Retry after 0.1, 0.2, 0.4 ... 2 s, for up to RECONNECT_FOR_MS; audio keeps queueing meanwhile.
+  function reconnect(rec) {
+    rec.socket = null;
+    rec.eofSent = false;
+    const now = Date.now();
+    rec.retryUntil = rec.retryUntil || now + RECONNECT_FOR_MS;
+    if (now + rec.retryDelay > rec.retryUntil) {
+      fail(rec, "The connection to the server was lost and could not be restored.");
+      return;
+    }
+    setStatus("busy", "The connection dropped; reconnecting…");
+    setTimeout(() => {
+      if (current !== rec) return;
+      connect(rec).then(() => {
+        rec.resuming = true;
+        rec.socket.send(JSON.stringify({
+          type: "resume", session_id: rec.sessionId, resume_token: rec.resumeToken, last_seq: rec.lastSeq,
+        }));
+      }, () => reconnect(rec));
+    }, rec.retryDelay);
+    rec.retryDelay = Math.min(2 * rec.retryDelay, 2000);
+  }
+
+  // The server has the audio before byte `ack`: forget it.
+  function acknowledge(rec, ack) {
+    while (rec.unacked.length && rec.unacked[0].offset + rec.unacked[0].data.byteLength <= ack) {
+      rec.unacked.shift();
+    }
+  }
+
+  // The session is back: send the audio the server lacks, then carry on.
+  function onResumed(rec, ack) {
+    rec.resuming = false;
+    rec.retryDelay = 100;
+    rec.retryUntil = 0;
+    acknowledge(rec, ack);
+    for (const { offset, data } of rec.unacked) {
+      rec.socket.send(offset >= ack ? data : data.slice(ack - offset));
+    }
+    if (rec.stopping) sendEof(rec);
+    setStatus(rec.stopping ? "busy" : "listening",
+      rec.stopping ? "Reconnected; finishing the last sentence…" : "Reconnected; listening… speak now.");
   }
 
   // Back to idle; what the transcript holds stays.
@@ -257,9 +318,21 @@
     } catch {
       return;
     }
+    if (typeof message.seq === "number") { // after a resume, events seen before come again: skip them
+      if (message.seq <= rec.lastSeq) return;
+      rec.lastSeq = message.seq;
+    }
     switch (message.type) {
       case "session":
+        rec.sessionId = message.session_id;
+        rec.resumeToken = message.resume_token;
         showSession(message.session_id, message.read_token);
+        break;
+      case "resumed":
+        onResumed(rec, message.ack);
+        break;
+      case "ack":
+        acknowledge(rec, message.bytes);
         break;
       case "partial":
         ui.partial.textContent = message.text;
@@ -274,6 +347,10 @@
         showSuggestions(message.words || []);
         break;
       case "error":
+        if (rec.resuming) {
+          fail(rec, `The session could not be resumed (${message.code}): ${message.message}`);
+          break;
+        }
         rec.error = `Server error (${message.code}): ${message.message}`;
         setStatus("error", rec.listening ? `${rec.error} Still listening.` : rec.error);
         break;
@@ -294,7 +371,11 @@
   }
 
   function onClose(rec, event) {
-    if (!rec.connected || rec.ended || current !== rec) return;
+    if (rec.ended || current !== rec) return;
+    if (event.code === ABNORMAL_CLOSURE && rec.resumeToken && !rec.resuming) {
+      reconnect(rec);
+      return;
+    }
     const reason = event.reason ? `: ${event.reason}` : "";
     fail(rec, rec.error || `The server closed the connection (code ${event.code}${reason}).`);
   }
