@@ -32,6 +32,7 @@ class RemoteSession:
     def __init__(self, worker: "Worker", key: int, options: SessionOptions):
         self.worker, self.key, self.options = worker, key, options
         self.closed = False
+        self.finals = 0  # as Session counts them
 
     @property
     def bytes_per_second(self) -> int:
@@ -51,7 +52,8 @@ class Worker:
         self.lock = threading.Lock()  # one message on the pipe at a time; guards pending and failure
         self.pending: dict[int, Callable[[object], None]] = {}
         self.requests = itertools.count()
-        self.sessions = 0
+        self.sessions: set[int] = set()  # keys of the session handles alive here
+        self.dropped: list[int] = []  # keys whose handles are gone, for the worker to forget
         self.failure: str | None = None
         self.stopping = False
         self.ready = threading.Event()
@@ -65,6 +67,8 @@ class Worker:
             if done is not None:
                 self.pending[request] = done
             try:
+                while self.dropped:
+                    self.connection.send(("drop", None, self.dropped.pop()))
                 self.connection.send((kind, request, *fields))
             except (OSError, ValueError) as err:
                 self.pending.pop(request, None)
@@ -105,12 +109,10 @@ class Worker:
             done(EngineError(self.failure))
 
     def release(self, key: int) -> None:
-        """A session handle is gone: the worker forgets the session if it has not ended."""
-        self.sessions -= 1
-        try:
-            self.send("drop", key)
-        except EngineError:
-            pass
+        """A session handle is gone (from any thread, even inside `send` when the garbage collector
+        runs there): the worker forgets the session, if it has not ended, with the next message."""
+        self.sessions.discard(key)
+        self.dropped.append(key)
 
     def stop(self, timeout: float = 10.0) -> None:
         with self.lock:
@@ -144,10 +146,10 @@ class EngineWorkers:
         alive = [w for w in self.workers if not w.failure]
         if not alive:
             raise EngineError("every engine worker process has died")
-        worker = min(alive, key=lambda w: w.sessions)
+        worker = min(alive, key=lambda w: len(w.sessions))
         session = RemoteSession(worker, next(self.keys), options)
         worker.send("open", session.key, options)
-        worker.sessions += 1
+        worker.sessions.add(session.key)
         weakref.finalize(session, worker.release, session.key).atexit = False
         return session
 
@@ -157,7 +159,9 @@ class EngineWorkers:
         future = loop.create_future()
         try:
             session.worker.send("chunk", session.key, audio, done=partial(deliver, loop, future))
-            return await future
+            events = await future
+            session.finals += sum(event["type"] == "final" for event in events)
+            return events
         finally:
             if audio is None:
                 session.closed = True
