@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
@@ -301,6 +303,13 @@ class GrpcClient:
             yield self.pb.StreamingRecognizeRequest(eof=True)
         return self.stub.StreamingRecognize(requests(), metadata=self.metadata)
 
+    def resuming_recognize(self, chunks: Iterable[bytes], reconnect_for: float = 30.0, **config):
+        """Like `streaming_recognize`, but a stream that drops (the connection is cut) is resumed on
+        a new call, for up to `reconnect_for` seconds of trying: the audio the server lacks is sent
+        again and every event comes once (Ack events are used, not yielded; a `resumed` event marks
+        each resumption)."""
+        return ResumingGrpcStream(self, chunks, self.config(**config), reconnect_for).events()
+
     def recognize(self, audio: bytes, **config):
         return self.stub.Recognize(self.pb.RecognizeRequest(config=self.config(**config), audio=audio),
                                    metadata=self.metadata)
@@ -314,6 +323,110 @@ class GrpcClient:
 
     def score(self, text: str):
         return self.stub.Score(self.pb.ScoreRequest(text=text), metadata=self.metadata)
+
+
+class ResumingGrpcStream:
+    """The gRPC twin of ResumingStream, for blocking code: a thread reads the audio source into
+    a buffer, each call's request iterator (run by gRPC's own thread) sends from it."""
+
+    def __init__(self, client: GrpcClient, chunks: Iterable[bytes], config, reconnect_for: float):
+        self.client, self.config, self.reconnect_for = client, config, reconnect_for
+        self.buffer, self.changed = AudioBuffer(), threading.Condition()
+        self.source_done = False
+        self.session = None  # the SessionStarted event, once there is one
+        self.last_seq = 0
+        threading.Thread(target=self.read_source, args=(chunks,), daemon=True).start()
+
+    def read_source(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            with self.changed:
+                self.buffer.add(chunk)
+                self.changed.notify_all()
+        with self.changed:
+            self.source_done = True
+            self.changed.notify_all()
+
+    def events(self):
+        import grpc
+        deadline, delay = None, 0.05
+        while True:
+            start = CallStart()
+            call = self.client.stub.StreamingRecognize(self.requests(start), metadata=self.client.metadata)
+            try:
+                for message in call:
+                    if self.started(message, start):
+                        deadline, delay = None, 0.05
+                    if message.WhichOneof("event") == "ack" or 0 < message.seq <= self.last_seq:
+                        continue
+                    self.last_seq = message.seq or self.last_seq
+                    yield message
+                    if message.WhichOneof("event") == "end":
+                        return
+                return
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or self.session is None or not self.reconnect_for:
+                    raise
+                deadline = deadline or time.monotonic() + self.reconnect_for
+                delay = min(2 * delay, 2.0)
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+            finally:
+                start.cancel()
+                call.cancel()
+
+    def started(self, message, start: CallStart) -> bool:
+        """Session, Resumed and Ack events move the audio along; True when the call has started."""
+        kind = message.WhichOneof("event")
+        if kind == "session":
+            self.session = message.session
+            start.set(0)
+        elif kind in ("resumed", "ack"):
+            offset = message.resumed.ack if kind == "resumed" else message.ack.bytes
+            with self.changed:
+                self.buffer.acknowledge(offset)
+            if kind == "resumed":
+                start.set(offset)
+        return kind in ("session", "resumed")
+
+    def requests(self, start: CallStart):
+        pb = self.client.pb
+        if self.session is None:
+            yield pb.StreamingRecognizeRequest(config=self.config)
+        else:
+            yield pb.StreamingRecognizeRequest(resume=pb.ResumeRequest(
+                session_id=self.session.session_id, resume_token=self.session.resume_token, last_seq=self.last_seq))
+        offset = start.wait()
+        while start.offset is not None:  # None once the call is over
+            with self.changed:
+                chunk = self.buffer.read(offset)
+                if not chunk and not self.source_done:
+                    self.changed.wait(0.1)
+                    continue
+            if not chunk:
+                yield pb.StreamingRecognizeRequest(eof=True)
+                return
+            yield pb.StreamingRecognizeRequest(audio=chunk)
+            offset += len(chunk)
+
+
+class CallStart:
+    """Where one call's audio starts (known once the server answers), or None once it is over."""
+
+    def __init__(self):
+        self.event, self.offset = threading.Event(), 0
+
+    def set(self, offset: int) -> None:
+        self.offset = offset
+        self.event.set()
+
+    def cancel(self) -> None:
+        self.offset = None
+        self.event.set()
+
+    def wait(self) -> int | None:
+        self.event.wait()
+        return self.offset
 
 
 def event_from_proto(message) -> dict:

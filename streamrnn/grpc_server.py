@@ -27,6 +27,9 @@ STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCod
           "engine_failed": grpc.StatusCode.INTERNAL}
 OPEN_METHODS = "/grpc.health.v1.Health/"  # answers without a key, like /healthz
 ENCODINGS = {pb.PCM_S16LE: "pcm_s16le", pb.F32LE: "f32le"}
+# A request stream that ends without an eof request may be a cut connection (grpc shows both
+# alike): a resume on a new call gets this long to take the session over before it is finished.
+END_WITHOUT_EOF_GRACE_S = 1.0
 
 
 def options_from(config: pb.RecognitionConfig) -> SessionOptions:
@@ -140,8 +143,9 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             await abort(context, error)
 
     async def read(self, requests, live, outbox, pending_audio: bytes) -> ServiceError | None:
-        """Feed the audio until eof (or the end of the requests); a bad request finishes the
-        session and is returned, to end the call with its status after the last final."""
+        """Feed the audio until eof (or the end of the requests, unless a resume takes over); a bad
+        request finishes the session and is returned, to end the call with its status after the
+        last final."""
         try:
             if pending_audio:
                 await self.service.feed(live, pending_audio, outbox)
@@ -152,7 +156,10 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
                 except TimeoutError:
                     reason = "idle"
                     break
-                kind = request.WhichOneof("request") if request is not None else "eof"
+                if request is None:
+                    await asyncio.sleep(END_WITHOUT_EOF_GRACE_S)
+                    break
+                kind = request.WhichOneof("request")
                 if kind == "eof":
                     break
                 if kind != "audio":

@@ -1,4 +1,6 @@
+import asyncio
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ from streamrnn.checkpoint import save_model
 from streamrnn.config import Config
 from streamrnn.engine import Recognizer
 from streamrnn.lm import LanguageModel, LMConfig
+from streamrnn.soak import ChaosProxy
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEECH = SHARED_DATA / "speech"
@@ -94,3 +97,26 @@ def strict_daemon(tiny_models, tmp_path_factory):
                                        "[server]\nrequire_config = true\nmax_sessions = 3\n"))
     yield server
     server.stop()
+
+
+class ProxyThread:
+    """A ChaosProxy in front of the daemon's HTTP port, run by its own event loop in a thread."""
+
+    def __init__(self, port: int):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.proxy = ChaosProxy("127.0.0.1", port)
+        self.http = self.call(self.proxy.start()).replace("ws://", "http://")
+        self.address = self.http.removeprefix("http://")  # host:port, for gRPC
+
+    def call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def cut_all(self) -> int:
+        async def cut():
+            return self.proxy.cut_all()
+        return self.call(cut())
+
+    def close(self) -> None:
+        self.call(self.proxy.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -8,10 +8,8 @@ models; skips with the reason otherwise.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -21,8 +19,8 @@ import soundfile
 
 from streamrnn.config import ASSETS, load_config
 from streamrnn.metrics import edit_distance
-from streamrnn.soak import ChaosProxy
 
+from conftest import ProxyThread
 from daemon import Daemon
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,28 +89,6 @@ def engine_finals(wav: Path, config_file: Path | None) -> list[dict]:
     from streamrnn.transcribe import stream_file
     recognizer = Recognizer(load_config(config_file))
     return [event for event in stream_file(recognizer, wav) if event["type"] == "final"]
-
-
-class ProxyThread:
-    """A ChaosProxy in front of the daemon's HTTP port, run by its own event loop in a thread."""
-
-    def __init__(self, port: int):
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        self.proxy = ChaosProxy("127.0.0.1", port)
-        self.http = self.call(self.proxy.start()).replace("ws://", "http://")
-
-    def call(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
-
-    def cut_all(self) -> int:
-        async def cut():
-            return self.proxy.cut_all()
-        return self.call(cut())
-
-    def close(self) -> None:
-        self.call(self.proxy.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def run_in_browser(url: str, wav: Path, speech_s: float, expected_finals: int, screenshot: Path,

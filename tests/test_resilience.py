@@ -8,6 +8,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,7 +20,7 @@ from streamrnn.client import GrpcClient, event_from_proto, file_chunks, stream_a
 from streamrnn.proto import streamrnn_pb2 as pb
 from streamrnn.soak import ChaosProxy, clip_chunks, finals_of, noise_clip
 
-from conftest import tiny_daemon_config
+from conftest import ProxyThread, tiny_daemon_config
 from daemon import Daemon
 
 CONFIG = {"type": "config", "sample_rate": 16000, "encoding": "f32le"}
@@ -224,6 +225,27 @@ def test_grpc_stream_resumes_after_a_cancelled_call(resume_daemon, chunks):
     assert second[0]["type"] == "resumed" and second[0]["ack"] > 0
     assert finals_of(first + second) == finals_of(expected)
     assert second[-1]["type"] == "end" and second[-1]["reason"] == "eof"
+
+
+def test_grpc_client_resumes_after_cut_connections(resume_daemon, chunks):
+    expected = asyncio.run(uninterrupted(resume_daemon.url, chunks))
+    proxy = ProxyThread(resume_daemon.grpc_port)
+
+    def slowly():
+        for index, chunk in enumerate(chunks):
+            if index in (10, 30, 45):
+                time.sleep(0.3)  # let acks and finals arrive, then cut
+                assert proxy.cut_all() >= 1
+            yield chunk
+
+    try:
+        with GrpcClient(proxy.address) as client:
+            events = [event_from_proto(m) for m in client.resuming_recognize(slowly(), encoding="f32le")]
+    finally:
+        proxy.close()
+    assert sum(e["type"] == "resumed" for e in events) == 3
+    assert finals_of(events) == finals_of(expected)
+    assert [e["type"] for e in events if e["type"] in ("session", "end")] == ["session", "end"]
 
 
 def test_subscriber_that_never_reads_does_not_disturb_the_speaker(resume_daemon):
