@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import aclosing
 
 import numpy as np
 from websockets.asyncio.client import connect
@@ -118,10 +119,11 @@ class ResumingStream:
         try:
             while True:
                 try:
-                    async for event in self.connection():
-                        yield event
-                        if event["type"] == "end":
-                            return
+                    async with aclosing(self.connection()) as events:  # the socket closes at `end`
+                        async for event in events:
+                            yield event
+                            if event["type"] == "end":
+                                return
                     if self.session_id is None:  # refused at the start: the error was passed on
                         return
                     lost = ConnectionError("the server closed the connection before the session ended")
