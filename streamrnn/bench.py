@@ -22,7 +22,7 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from .client import event_from_proto, stream_audio
+from .client import encode_chunks, event_from_proto, stream_audio
 from .data import load_manifest
 from .transcribe import load_for_streaming
 
@@ -83,9 +83,7 @@ def stream_audio_for(clips: list[np.ndarray], index: int, seconds: float) -> np.
 
 
 def pcm_chunks(samples: np.ndarray, chunk_ms: int) -> list[bytes]:
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    step = SAMPLE_RATE * chunk_ms // 1000
-    return [pcm[i:i + step].tobytes() for i in range(0, len(pcm), step)]
+    return encode_chunks(samples, SAMPLE_RATE, chunk_ms, "pcm_s16le")
 
 
 async def websocket_events(target: "Target", chunks: AsyncIterator[bytes]) -> AsyncIterator[dict]:

@@ -21,6 +21,7 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage
 
+from .audio import chunks
 from .transcribe import load_for_streaming
 
 
@@ -245,12 +246,16 @@ async def suggest(url: str, text: str, count: int | None = None, api_key: str | 
 def file_chunks(path, chunk_ms: int = 100, encoding: str = "pcm_s16le") -> tuple[list[bytes], int]:
     """A file as raw audio chunks of `chunk_ms` in `encoding`, and its sample rate."""
     samples, rate = load_for_streaming(path)
+    return encode_chunks(samples, rate, chunk_ms, encoding), rate
+
+
+def encode_chunks(samples: np.ndarray, rate: int, chunk_ms: int = 100, encoding: str = "pcm_s16le") -> list[bytes]:
+    """Float samples as raw audio chunks of `chunk_ms` in `encoding`."""
     if encoding == "pcm_s16le":
         samples = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     else:
         samples = samples.astype("<f4")
-    step = max(1, rate * chunk_ms // 1000)
-    return [samples[i:i + step].tobytes() for i in range(0, len(samples), step)], rate
+    return [chunk.tobytes() for chunk in chunks(samples, rate, chunk_ms)]
 
 
 async def paced(chunks: list[bytes], seconds_per_chunk: float) -> AsyncIterator[bytes]:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .client import file_chunks, paced, stream_audio
+from .client import encode_chunks, file_chunks, paced, stream_audio
 
 CHUNK_MS = 100
 
@@ -140,8 +140,7 @@ def noise_clip(seconds: float, seed: int) -> np.ndarray:
 
 
 def clip_chunks(samples: np.ndarray) -> list[bytes]:
-    step = 16000 * CHUNK_MS // 1000
-    return [samples[i:i + step].astype("<f4").tobytes() for i in range(0, len(samples), step)]
+    return encode_chunks(samples, 16000, CHUNK_MS, "f32le")
 
 
 def load_clips(paths: list[str], count: int, seconds: float) -> list[tuple[list[bytes], int]]:
