@@ -58,7 +58,7 @@ def open_socket(url: str, path: str, api_key: str | None = None, ssl=None, heade
     headers = dict(headers or {})
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    return connect(url.rstrip("/") + path, additional_headers=headers, ssl=ssl, max_size=None)
+    return connect(url.rstrip("/") + path, additional_headers=headers, ssl=ssl, max_size=None, compression=None)
 
 
 class AudioBuffer:

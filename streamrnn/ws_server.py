@@ -122,8 +122,10 @@ class WebSocketServer:
         self.ssl_context = ssl_context
 
     def serve(self, host: str, port: int, **kwargs):
+        # No permessage-deflate: PCM hardly compresses, and deflating every chunk cost the clients and
+        # the daemon more CPU than any other part of their network side (BENCHMARKS.md).
         return serve(self.route, host, port, process_request=self.process_request, ssl=self.ssl_context,
-                     max_size=self.service.limits.max_message_bytes, **kwargs)
+                     max_size=self.service.limits.max_message_bytes, compression=None, **kwargs)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)

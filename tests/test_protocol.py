@@ -83,6 +83,18 @@ def test_bad_message_mid_stream_keeps_the_session(strict_daemon, message, code):
     assert kinds[0] == "session" and kinds[-1] == "end"
 
 
+def test_websocket_audio_is_not_deflated(strict_daemon):
+    """A client that offers permessage-deflate (websockets and browsers do) gets no extension:
+    compressing PCM chunks cost more CPU than anything else on the network side."""
+    async def negotiated():
+        async with connect(strict_daemon.url + "/v1/recognize", compression="deflate") as ws:
+            assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+            return ws.response.headers.get("Sec-WebSocket-Extensions")
+
+    assert asyncio.run(negotiated()) is None
+    assert_still_serving(strict_daemon)
+
+
 def test_unknown_session_cannot_be_subscribed(strict_daemon):
     events = asyncio.run(ws_exchange(strict_daemon.url, "/v1/subscribe/no-such-session", []))
     assert events == [{"type": "error", "code": "unknown_session",
