@@ -6,6 +6,7 @@ depend on how the audio was chunked; it keeps its beam between calls.
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass, replace
@@ -14,9 +15,10 @@ import torch
 
 from .biasing import PhraseTrie
 from .config import DecoderConfig, EndpointConfig
-from .tokens import ALPHABET, BLANK, SPACE
+from .tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
 
 NEG_INF = -math.inf
+ROUNDING_SLACK = 1e-6  # pruning tests are loosened by this much, so rounding never prunes a contender
 
 
 def log_add(a: float, b: float) -> float:
@@ -148,30 +150,39 @@ class Decoder:
 
     def decode_step(self, row: list[float]) -> None:
         """One CTC step. Next hypotheses are first gathered as bare probabilities per text
-        ([p_blank, p_nonblank, parent, token, token log-prob], token 0 for the parent's own text);
-        `select` then builds only those that can make the beam. An extension that cannot reach
-        `beam_floor` (nor merge with another hypothesis) is not even gathered."""
-        candidates, following, blank = self.candidates(row), {}, row[BLANK]
-        allowed, children = set(candidates), self.beam_children()
+        ([p_blank, p_nonblank, parent, token, token log-prob, score bound], token 0 for the parent's
+        own text); `select` then builds only those that can make the beam. An extension that cannot
+        reach `beam_floor` (nor merge with another hypothesis) is not even gathered."""
+        candidates, blank = self.candidates(row), row[BLANK]
+        if not candidates:
+            self.blank_step(blank)
+            return
+        following, allowed, children = {}, set(candidates), self.beam_children()
         floor = self.beam_floor(row, allowed)
-        best_token = max(row[t] for t in candidates) if candidates else NEG_INF
+        ranked = sorted(candidates, key=row.__getitem__, reverse=True)
+        ranked_costs = [-row[t] for t in ranked]
+        letter_reach, space_reach, greedy = self.letter_reach, self.space_reach, self.greedy
         for hyp in self.beam:
-            total = hyp.acoustic
-            same = following.get(hyp.text)
+            total, text = hyp.acoustic, hyp.text
+            same = following.get(text)
             if same is None:
-                same = following[hyp.text] = [NEG_INF, NEG_INF, hyp, 0, 0.0]
-            if not self.greedy or not candidates:
+                same = following[text] = [NEG_INF, NEG_INF, hyp, 0, 0.0, 0.0]
+            if not greedy:
                 same[0] = log_add(same[0], total + blank)
-            last = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
-            pending = self.pending_bound(hyp)
-            need_letter = floor - hyp.bonus - (self.letter_reach + pending)
-            need_space = floor - hyp.bonus - (self.space_reach + pending)
-            kids = children.get(hyp.text, ())
-            tokens = candidates
-            if total + best_token < min(need_letter, need_space):
-                # No extension of this hypothesis can reach the floor: only the tokens that merge
-                # into its own text or into another hypothesis's need looking at (in token order).
-                tokens = sorted({SPACE, last, *kids} & allowed)
+            last = TOKEN_ID[text[-1]] if text else None
+            pending = self.pending_bound(hyp) if self.has_phrases else hyp.bias_pending
+            letter_bound, space_bound = letter_reach + pending, space_reach + pending
+            need_letter = floor - hyp.bonus - letter_bound
+            need_space = floor - hyp.bonus - space_bound
+            kids = children.get(text, ())
+            # Tokens less likely than `reach` cannot lift this hypothesis to the floor; only those that
+            # merge into its own text or into another hypothesis's still need looking at (in token order).
+            reach = min(need_letter, need_space) - total - ROUNDING_SLACK
+            likely = bisect.bisect_right(ranked_costs, -reach)
+            if likely < len(ranked):
+                tokens = sorted({*ranked[:likely], SPACE, last, *kids} & allowed)
+            else:
+                tokens = candidates
             for token in tokens:
                 token_log_prob = row[token]
                 if token == SPACE and (last is None or last == SPACE):
@@ -182,17 +193,37 @@ class Decoder:
                     log_prob = hyp.p_blank + token_log_prob
                 else:
                     log_prob = total + token_log_prob
-                if log_prob < (need_space if token == SPACE else need_letter) and token not in kids:
+                if token == SPACE:
+                    if log_prob < need_space and token not in kids:
+                        continue
+                    bound = space_bound
+                else:
+                    if log_prob < need_letter and token not in kids:
+                        continue
+                    bound = letter_bound
+                if log_prob == NEG_INF:
                     continue
-                self.extend_into(following, hyp, token, log_prob, token_log_prob)
+                next_text = text + ALPHABET[token - 1]
+                entry = following.get(next_text)
+                if entry is None:
+                    following[next_text] = [NEG_INF, log_prob, hyp, token, token_log_prob, hyp.bonus + bound]
+                else:
+                    entry[1] = log_add(entry[1], log_prob)
         self.beam = self.select(following)
+
+    def blank_step(self, blank: float) -> None:
+        """A step on which no character is tried: every hypothesis keeps its text (texts in the
+        beam are distinct), and the beam is re-sorted as `select` would sort it."""
+        for hyp in self.beam:
+            hyp.set_probs(hyp.acoustic + blank, NEG_INF)
+        self.beam.sort(key=lambda hyp: -hyp.score)
 
     def beam_children(self) -> dict[str, set[int]]:
         """For each text, the tokens that extend it into another hypothesis of the beam."""
         children: dict[str, set[int]] = {}
         for hyp in self.beam:
             if hyp.text:
-                children.setdefault(hyp.text[:-1], set()).add(ALPHABET.index(hyp.text[-1]) + 1)
+                children.setdefault(hyp.text[:-1], set()).add(TOKEN_ID[hyp.text[-1]])
         return children
 
     def beam_floor(self, row: list[float], allowed: set[int]) -> float:
@@ -205,7 +236,7 @@ class Decoder:
         for hyp in self.beam:
             maker = hyp
             parent = earlier.get(hyp.text[:-1]) if hyp.text else None
-            token = ALPHABET.index(hyp.text[-1]) + 1 if hyp.text else None
+            token = TOKEN_ID[hyp.text[-1]] if hyp.text else None
             if parent is not None and token in allowed:
                 repeat = parent.text and parent.text[-1] == hyp.text[-1]
                 if (parent.p_blank if repeat else parent.acoustic) + row[token] != NEG_INF:
@@ -214,35 +245,24 @@ class Decoder:
             earlier.setdefault(hyp.text, hyp)
         return min(sure)  # the beam is full: its beam_size-th best
 
-    @staticmethod
-    def extend_into(following: dict, hyp: Hypothesis, token: int, log_prob: float,
-                    token_log_prob: float) -> None:
-        if log_prob == NEG_INF:
-            return
-        text = hyp.text + ALPHABET[token - 1]
-        entry = following.get(text)
-        if entry is None:
-            entry = following[text] = [NEG_INF, NEG_INF, hyp, token, token_log_prob]
-        entry[1] = log_add(entry[1], log_prob)
-
     def select(self, following: dict) -> list[Hypothesis]:
         """The `beam_size` best next hypotheses, exactly as sorting all of them by score would pick
         them (ties keep their order). Extensions are built and LM-scored best bound first, and only
         while their score bound could still beat the beam's worst: on blank-dominated steps few are."""
         scored, bounded = [], []  # scored: (score, index, built hypothesis or None, entry)
         for index, entry in enumerate(following.values()):
-            p_blank, p_nonblank, parent, token, _ = entry
-            acoustic = log_add(p_blank, p_nonblank)
+            p_blank, p_nonblank, parent, token, _, bonus_bound = entry
+            acoustic = p_nonblank if p_blank == NEG_INF else log_add(p_blank, p_nonblank)
             if token == 0:
                 scored.append((acoustic + parent.bonus + parent.bias_pending, index, None, entry))
             else:
-                bounded.append((acoustic + parent.bonus + self.bonus_bound(parent, token), index, entry))
-        worst = heapq.nlargest(self.beam_size, (item[0] for item in scored))
+                bounded.append((acoustic + bonus_bound, index, entry))
+        worst = sorted([item[0] for item in scored], reverse=True)[:self.beam_size]
         heapq.heapify(worst)
         for bound, index, entry in sorted(bounded, key=lambda b: -b[0]):
             if len(worst) == self.beam_size and worst[0] > bound:
                 break
-            p_blank, p_nonblank, parent, token, token_log_prob = entry
+            p_blank, p_nonblank, parent, token, token_log_prob, _ = entry
             hyp = self.extended(parent, token, token_log_prob)
             hyp.set_probs(p_blank, p_nonblank)
             score = hyp.score
@@ -261,11 +281,6 @@ class Decoder:
         hyp = entry[2]
         hyp.set_probs(entry[0], entry[1])
         return hyp
-
-    def bonus_bound(self, parent: Hypothesis, token: int) -> float:
-        """An upper bound (with a little slack for rounding) on what extending `parent` by `token`
-        adds to its bonus and pending phrase bonus: the LM log-prob is at most 0, penalties at least 0."""
-        return (self.space_reach if token == SPACE else self.letter_reach) + self.pending_bound(parent)
 
     def pending_bound(self, parent: Hypothesis) -> float:
         """The most that the pending phrase bonus can be after one more character."""

@@ -6,7 +6,7 @@ import re
 BLANK = 0
 ALPHABET = " '" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SPACE = 1
-_ID = {ch: i + 1 for i, ch in enumerate(ALPHABET)}
+TOKEN_ID = {ch: i + 1 for i, ch in enumerate(ALPHABET)}
 VOCAB_SIZE = len(ALPHABET) + 1
 
 
@@ -18,7 +18,7 @@ def normalize(text: str) -> str:
 
 
 def encode(text: str) -> list[int]:
-    return [_ID[ch] for ch in normalize(text)]
+    return [TOKEN_ID[ch] for ch in normalize(text)]
 
 
 def decode(ids) -> str:

@@ -104,7 +104,9 @@ def exhaustive_step(decoder: Decoder, row: list[float]) -> None:
                 log_prob = hyp.p_blank + row[token]
             else:
                 log_prob = total + row[token]
-            decoder.extend_into(following, hyp, token, log_prob, row[token])
+            if log_prob != NEG_INF:
+                entry = following.setdefault(hyp.text + ALPHABET[token - 1], [NEG_INF, NEG_INF, hyp, token, row[token]])
+                entry[1] = log_add(entry[1], log_prob)
     built = []
     for p_blank, p_nonblank, parent, token, token_log_prob in following.values():
         hyp = decoder.extended(parent, token, token_log_prob) if token else parent.clone()
