@@ -11,6 +11,7 @@ import heapq
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from .biasing import PhraseTrie
@@ -105,7 +106,7 @@ class Decoder:
         elif context:
             self.scorer = self.scorer_factory(self.scorer.entry(tuple(context)))
 
-    def next_word_log_probs(self) -> torch.Tensor | None:
+    def next_word_log_probs(self) -> np.ndarray | None:
         """The LM's next-word distribution after everything finalised so far."""
         return self.scorer.cache[()][1] if self.scorer else None
 
