@@ -3,7 +3,7 @@ batch (what the daemon's batcher does under load), as fast as it goes: the engin
 audio second per stream, optionally under cProfile, and every event written out (to compare runs).
 
     python -m scripts.engine_load --manifest /work/shared/data/speech/librispeech-mini.jsonl \
-        --streams 64 --seconds 10 [--profile out.prof] [--events out.json] [--config bench.toml]
+        --streams 64 --seconds 10 [--max-batch 1] [--profile out.prof] [--events out.json] [--config bench.toml]
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--chunk-ms", type=int, default=100)
+    parser.add_argument("--max-batch", type=int, default=0,
+                        help="run each round's chunks in batches of at most this many (0: all in one)")
     parser.add_argument("--config")
     parser.add_argument("--profile", help="write a cProfile of the batches here")
     parser.add_argument("--events", help="write every session's events here (JSON)")
@@ -42,7 +44,9 @@ def main() -> None:
         profiler.enable()
     for position in range(len(streams[0]) + 1):
         jobs = [(s, chunks[position] if position < len(chunks) else None) for s, chunks in zip(sessions, streams)]
-        for k, result in enumerate(recognizer.run(jobs)):
+        size = args.max_batch or len(jobs)
+        results = [r for start in range(0, len(jobs), size) for r in recognizer.run(jobs[start:start + size])]
+        for k, result in enumerate(results):
             events[k] += result
     if profiler:
         profiler.disable()

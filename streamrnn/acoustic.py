@@ -80,7 +80,7 @@ class AcousticStream:
     def __init__(self, model: AcousticModel):
         self.model = model
         self.pending = torch.zeros(0, N_MELS)
-        self.state = model.initial_state()
+        self.state = None  # the model's zero state until the first step: a silent session holds none
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         """New log-mel frames to the CTC log-probs (steps, vocab) they complete."""
@@ -106,7 +106,7 @@ def run_streams(model: AcousticModel, streams: list[AcousticStream], features: l
     device = model.mean.device
     steps = [len(frames[i]) // model.config.stack for i in active]
     batch = pad_sequence([frames[i] for i in active], batch_first=True).to(device)
-    state = join_states([streams[i].state for i in active])
+    state = join_states([model.initial_state() if streams[i].state is None else streams[i].state for i in active])
     log_probs, state = model(batch, state, None if len(set(steps)) == 1 else steps)
     log_probs = log_probs.cpu()
     for row, (i, count) in enumerate(zip(active, steps)):
