@@ -22,6 +22,7 @@ from typing import AsyncIterator
 
 import numpy as np
 
+from . import procstats
 from .client import encode_chunks, event_from_proto, stream_audio
 from .data import load_manifest
 from .transcribe import load_for_streaming
@@ -167,32 +168,11 @@ class DaemonProbe:
     def __init__(self, http: str, pid: int | None):
         self.http, self.pid = http, pid
 
-    def processes(self) -> list[int]:
-        """The daemon and its descendants."""
-        pids = [self.pid]
-        for pid in pids:
-            try:
-                pids += [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-            except OSError:  # gone meanwhile
-                pass
-        return pids
-
     def cpu_seconds(self) -> float | None:
-        if self.pid is None:
-            return None
-        total = 0.0
-        for pid in self.processes():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return None if self.pid is None else procstats.tree_cpu_seconds(self.pid)
 
     def rss_mb(self) -> float | None:
-        if self.pid is None:
-            return None
-        return sum(resident_mb(pid) for pid in self.processes())
+        return None if self.pid is None else procstats.tree_resident_bytes(self.pid) / 2**20
 
     def metrics(self) -> dict[str, float]:
         text = urllib.request.urlopen(self.http + "/metrics", timeout=10).read().decode()
@@ -204,16 +184,6 @@ class DaemonProbe:
             if name in wanted:
                 values[name] = float(value)
         return values
-
-
-def resident_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -165,11 +165,11 @@ async def reference_finals(url: str, clips) -> list[list[tuple]]:
 
 
 def daemon_rss_mb(url: str) -> float:
-    """The daemon's resident memory, from its /metrics."""
+    """The resident memory of the daemon and its engine worker processes, from its /metrics."""
     parts = urlsplit(url)
     scheme = "https" if parts.scheme == "wss" else "http"
     text = urllib.request.urlopen(f"{scheme}://{parts.netloc}/metrics", timeout=30).read().decode()
-    match = re.search(r"^process_resident_memory_bytes ([\d.e+]+)$", text, re.MULTILINE)
+    match = re.search(r"^streamrnn_resident_memory_bytes ([\d.e+]+)$", text, re.MULTILINE)
     return round(float(match.group(1)) / 2 ** 20, 1) if match else float("nan")
 
 

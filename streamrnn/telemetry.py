@@ -1,7 +1,11 @@
 """Prometheus metrics of the daemon."""
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from . import procstats
 
 REGISTRY = CollectorRegistry()
 SESSIONS_ACTIVE = Gauge("streamrnn_sessions_active", "Sessions open now", registry=REGISTRY)
@@ -18,7 +22,10 @@ CHUNK_LATENCY = Histogram("streamrnn_chunk_latency_seconds",
                           buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
 BATCH_SIZE = Histogram("streamrnn_batch_size", "Session chunks run together in one engine batch", registry=REGISTRY,
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes and friends
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes and friends: this process only
+RESIDENT_MEMORY = Gauge("streamrnn_resident_memory_bytes",
+                        "Resident memory of the daemon and its engine worker processes together", registry=REGISTRY)
+RESIDENT_MEMORY.set_function(lambda: procstats.tree_resident_bytes(os.getpid()))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

@@ -1,6 +1,7 @@
 """Cross-session batching: many sessions' chunks run together give each session exactly the
 events it gets alone, whatever the chunkings, options and models."""
 import asyncio
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,10 @@ def test_a_daemon_with_engine_processes_streams_as_in_process(tmp_path, default_
             return await asyncio.gather(*(collect_events(daemon.url, chunks) for chunks in streams))
         served = asyncio.run(both())
         assert len(child_processes(daemon.process.pid, "spawn_main")) == 2  # the engine workers
+        metrics = urllib.request.urlopen(daemon.http + "/metrics").read().decode()
+        together, alone = (metric(metrics, name) for name in
+                           ("streamrnn_resident_memory_bytes", "process_resident_memory_bytes"))
+        assert together > alone * 1.3  # the workers' memory is counted: each holds its own models
     finally:
         assert daemon.stop() == 0
     for chunks, events in zip(streams, served):
@@ -227,6 +232,10 @@ def test_a_daemon_with_engine_processes_streams_as_in_process(tmp_path, default_
 
 async def collect_events(url, chunks):
     return [{k: v for k, v in e.items() if k != "seq"} async for e in stream_audio(url, chunks)]
+
+
+def metric(text: str, name: str) -> float:
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
 
 
 def child_processes(pid: int, name: str) -> list[int]:
