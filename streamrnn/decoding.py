@@ -104,11 +104,12 @@ class Decoder:
         elif self.scorer is None:
             self.scorer = self.scorer_factory(None)
         elif context:
-            self.scorer = self.scorer_factory(self.scorer.entry(tuple(context)))
+            state, _ = self.scorer.entry(tuple(context))
+            self.scorer = self.scorer_factory((state, None))
 
     def next_word_log_probs(self) -> np.ndarray | None:
         """The LM's next-word distribution after everything finalised so far."""
-        return self.scorer.cache[()][1] if self.scorer else None
+        return self.scorer.root_log_probs() if self.scorer else None
 
     @property
     def best(self) -> Hypothesis:

@@ -91,6 +91,11 @@ class LMRunner:
         log_probs = self.log_probs(hidden[:, -1])
         return [((h[:, i:i + 1].clone(), c[:, i:i + 1].clone()), log_probs[i].copy()) for i in range(len(words))]
 
+    @torch.inference_mode()
+    def state_log_probs(self, state) -> np.ndarray:
+        """The next-word log-probs after `state` (its last layer's output is the LSTM's output)."""
+        return self.log_probs(state[0][-1])[0]
+
     def log_probs(self, hidden: torch.Tensor) -> np.ndarray:
         """(B, dim) LSTM outputs to (B, vocab) next-word log-probs. Numpy: the decoder reads single
         entries of them thousands of times a second, and a numpy element is 20 times faster to read."""
@@ -121,7 +126,9 @@ class LMRunner:
 
 
 class WordScorer:
-    """log P(word | words so far), cached by history, from a root state."""
+    """log P(word | words so far), cached by history, from a root entry: (state, log-probs), or
+    (state, None) for a root whose log-probs are made from its state when first needed. Between
+    utterances a session then holds the LM's state (4 KB), not its next-word distribution (40 KB)."""
 
     def __init__(self, runner: LMRunner, root):
         self.runner = runner
@@ -131,7 +138,15 @@ class WordScorer:
         if history not in self.cache:
             state, _ = self.entry(history[:-1])
             self.cache[history] = self.runner.advance(state, [history[-1]])
+        elif self.cache[history][1] is None:
+            state = self.cache[history][0]
+            self.cache[history] = (state, self.runner.state_log_probs(state))
         return self.cache[history]
+
+    def root_log_probs(self) -> np.ndarray:
+        """The next-word distribution at the root (not kept if it was not there)."""
+        state, log_probs = self.cache[()]
+        return self.runner.state_log_probs(state) if log_probs is None else log_probs
 
     def log_prob(self, history: tuple, word: str) -> float:
         return float(self.entry(history)[1][self.runner.vocabulary.id(word)])
