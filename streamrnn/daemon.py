@@ -20,7 +20,7 @@ async def serve(config: Config) -> None:
     server_config = config.server
     ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
     keys = KeyCheck(config.auth.api_key_sha256)
-    recognizer = Recognizer(config)
+    recognizer = Recognizer(config, acoustic=not config.batching.engine_processes)
     service = RecognitionService(recognizer, server_config.max_sessions, config.limits, config.batching,
                                  config.resume)
     websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(

@@ -61,7 +61,9 @@ def pick_device(config: ModelConfig) -> str:
 class Recognizer:
     """The loaded models, shared by every session."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, acoustic: bool = True):
+        """`acoustic=False`: the language model only (suggest, score), for a daemon whose sessions
+        run in engine worker processes."""
         self.config = config
         if config.model.threads:
             torch.set_num_threads(config.model.threads)
@@ -70,8 +72,10 @@ class Recognizer:
             # oneDNN's LSTM re-lays out the weights on every call (about 2 ms each): far more than
             # the engine's small per-chunk steps cost on torch's own kernels.
             torch.backends.mkldnn.enabled = False
-        self.acoustic = load_engine_model("acoustic", model_path(config.model.acoustic_model, "am.pt"),
-                                          config.model)
+        self.acoustic = None
+        if acoustic:
+            self.acoustic = load_engine_model("acoustic", model_path(config.model.acoustic_model, "am.pt"),
+                                              config.model)
         self.lm = None
         if config.model.language_model:
             self.lm = load_language_model(config)

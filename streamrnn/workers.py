@@ -10,9 +10,11 @@ with an EngineError naming it; new sessions go to the workers still alive.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import multiprocessing
+import os
 import threading
 import weakref
 from functools import partial
@@ -128,11 +130,21 @@ class Worker:
         self.connection.close()
 
 
+def worker_config(config: Config, count: int) -> Config:
+    """With `model.threads = 0`, the cores shared out among the workers: torch's own choice, every
+    core in every worker, has them fight each other (and the daemon) for the same cores."""
+    if config.model.threads:
+        return config
+    threads = max(1, (os.cpu_count() or 1) // count)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, threads=threads))
+
+
 class EngineWorkers:
     """Batcher's interface (open, submit, close) over `count` worker processes."""
 
     def __init__(self, config: Config, count: int):
         context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
+        config = worker_config(config, count)
         self.workers = [Worker(context, config, index) for index in range(count)]
         self.keys = itertools.count()
         for worker in self.workers:

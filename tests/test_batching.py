@@ -1,6 +1,7 @@
 """Cross-session batching: many sessions' chunks run together give each session exactly the
 events it gets alone, whatever the chunkings, options and models."""
 import asyncio
+import os
 import urllib.request
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import pytest
 from streamrnn.audio import read_audio
 from streamrnn.batcher import Batcher, EngineError
 from streamrnn.client import file_chunks, stream_audio
-from streamrnn.config import BatchingConfig, Config
+from streamrnn.config import BatchingConfig, Config, ModelConfig
 from streamrnn.engine import Recognizer, SessionOptions
 from streamrnn.service import RecognitionService, ServiceError
-from streamrnn.workers import EngineWorkers
+from streamrnn.workers import EngineWorkers, worker_config
 
 from conftest import speech_sample, tiny_config
 from daemon import Daemon
@@ -150,6 +151,13 @@ def test_worker_processes_give_the_same_events_on_real_speech():
         assert [w.sessions for w in workers.workers] == [set(), set()]  # ended sessions are let go
     finally:
         workers.close()
+
+
+def test_workers_share_the_cores_unless_threads_are_set():
+    cores = os.cpu_count()
+    assert worker_config(Config(), 2).model.threads == max(1, cores // 2)
+    assert worker_config(Config(), 4 * cores).model.threads == 1
+    assert worker_config(Config(model=ModelConfig(threads=3)), 2).model.threads == 3
 
 
 def test_worker_processes_give_the_same_events_tiny(tiny_models, tiny_workers):

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def test_unknown_session_cannot_be_subscribed(strict_daemon):
 
 
 def test_busy_server_says_so_at_once(strict_daemon):
+    before = active_sessions(strict_daemon)
+
     async def scenario():
         held = [await connect(strict_daemon.url + "/v1/recognize") for _ in range(3)]
         for ws in held:
@@ -117,9 +120,22 @@ def test_busy_server_says_so_at_once(strict_daemon):
             await ws.close()
         return refused, grpc_refusals
     refused, grpc_refusals = asyncio.run(scenario())
+    wait_for_sessions(strict_daemon, before)  # closed sessions end just after the close; later tests need the room
     assert refused[0]["code"] == "busy"
     for error in grpc_refusals:  # not DEADLINE_EXCEEDED: refused at once, not left hanging
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 3 sessions" in error.details()
+
+
+def active_sessions(daemon) -> float:
+    metrics = urllib.request.urlopen(daemon.http + "/metrics").read().decode()
+    return float(next(line.split()[1] for line in metrics.splitlines() if line.startswith("streamrnn_sessions_active ")))
+
+
+def wait_for_sessions(daemon, count: float, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while active_sessions(daemon) > count:
+        assert time.monotonic() < deadline, f"more than {count:g} sessions still open after {timeout_s} s"
+        time.sleep(0.05)
 
 
 def grpc_busy_refusals(daemon) -> list[grpc.RpcError]:
