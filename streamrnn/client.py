@@ -98,6 +98,27 @@ def unreachable(err: Exception) -> bool:
     return isinstance(err, (ConnectionRefusedError, socket.gaierror))
 
 
+class Backoff:
+    """When to try reconnecting: after 0.1, 0.2, 0.4 ... 2 s, for at most `give_up_after` seconds of
+    failing; `reset` once connected again, so that a later drop gets the full time."""
+
+    def __init__(self, give_up_after: float):
+        self.give_up_after = give_up_after
+        self.reset()
+
+    def reset(self) -> None:
+        self.deadline, self.delay = None, 0.05
+
+    def next_delay(self, err: Exception) -> float:
+        """Seconds to wait before the next try; raises `err` when there is no time left."""
+        now = time.monotonic()
+        self.deadline = self.deadline or now + self.give_up_after
+        self.delay = min(2 * self.delay, 2.0)
+        if now + self.delay > self.deadline:
+            raise err
+        return self.delay
+
+
 class ResumingStream:
     """One recognition session over WebSocket that survives dropped connections: it reconnects,
     resumes the session (the server says how much audio it has), sends the rest again and
@@ -113,7 +134,7 @@ class ResumingStream:
         self.session_id = self.resume_token = None
         self.last_seq = 0
         self.resumes = 0
-        self.deadline, self.delay = None, 0.05  # of the reconnection under way
+        self.backoff = Backoff(reconnect_for)
 
     async def events(self) -> AsyncIterator[dict]:
         reader = asyncio.create_task(self.read_source())
@@ -132,7 +153,7 @@ class ResumingStream:
                     lost = err
                 if not self.reconnect_for or (self.session_id is None and unreachable(lost)):
                     raise lost
-                await self.wait_to_reconnect(lost)
+                await asyncio.sleep(self.backoff.next_delay(lost))
         finally:
             reader.cancel()
 
@@ -142,15 +163,6 @@ class ResumingStream:
             self.buffer.add(chunk)
         self.source_done = True
         self.buffer.grown.set()
-
-    async def wait_to_reconnect(self, err: Exception) -> None:
-        """Retry after 0.1, 0.2, 0.4 ... 2 s; give up (raise `err`) after `reconnect_for` s."""
-        loop = asyncio.get_running_loop()
-        self.deadline = self.deadline or loop.time() + self.reconnect_for
-        self.delay = min(2 * self.delay, 2.0)
-        if loop.time() + self.delay > self.deadline:
-            raise err
-        await asyncio.sleep(self.delay)
 
     async def connection(self) -> AsyncIterator[dict]:
         """One connection: start or resume, send audio, yield events not yielded before."""
@@ -182,7 +194,7 @@ class ResumingStream:
 
     def started(self, event: dict) -> int:
         """Where to start sending audio, from a `session` or `resumed` event."""
-        self.deadline, self.delay = None, 0.05  # connected again: a later drop gets the full time
+        self.backoff.reset()
         if event["type"] == "session":
             self.session_id, self.resume_token = event["session_id"], event["resume_token"]
             return 0
@@ -355,14 +367,14 @@ class ResumingGrpcStream:
 
     def events(self):
         import grpc
-        deadline, delay = None, 0.05
+        backoff = Backoff(self.reconnect_for)
         while True:
             start = CallStart()
             call = self.client.stub.StreamingRecognize(self.requests(start), metadata=self.client.metadata)
             try:
                 for message in call:
                     if self.started(message, start):
-                        deadline, delay = None, 0.05
+                        backoff.reset()
                     if message.WhichOneof("event") == "ack" or 0 < message.seq <= self.last_seq:
                         continue
                     self.last_seq = message.seq or self.last_seq
@@ -373,11 +385,7 @@ class ResumingGrpcStream:
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.UNAVAILABLE or self.session is None or not self.reconnect_for:
                     raise
-                deadline = deadline or time.monotonic() + self.reconnect_for
-                delay = min(2 * delay, 2.0)
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
+                time.sleep(backoff.next_delay(err))
             finally:
                 start.cancel()
                 call.cancel()

@@ -16,7 +16,7 @@ import pytest
 import soundfile
 from websockets.asyncio.client import connect
 
-from streamrnn.client import GrpcClient, event_from_proto, file_chunks, stream_audio, subscribe
+from streamrnn.client import Backoff, GrpcClient, event_from_proto, file_chunks, stream_audio, subscribe
 from streamrnn.proto import streamrnn_pb2 as pb
 from streamrnn.soak import ChaosProxy, clip_chunks, finals_of, noise_clip
 
@@ -355,3 +355,14 @@ def test_drain_that_runs_out_of_time_exits_non_zero(tiny_models, tmp_path):
     assert server.stop() == 1
     assert "drain timed out after 0.0 s" in server.log
     del held
+
+
+def test_reconnection_backs_off_and_gives_up_in_time():
+    """Both resuming clients (WebSocket and gRPC) retry on this schedule."""
+    lost = ConnectionError("cut")
+    backoff = Backoff(0.5)
+    assert [backoff.next_delay(lost) for _ in range(3)] == [0.1, 0.2, 0.4]
+    with pytest.raises(ConnectionError):
+        backoff.next_delay(lost)  # 0.8 s more would pass the 0.5 s allowed
+    backoff.reset()
+    assert backoff.next_delay(lost) == 0.1
