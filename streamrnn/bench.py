@@ -23,7 +23,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from . import procstats
-from .client import encode_chunks, event_from_proto, stream_audio
+from .client import GrpcClient, encode_chunks, event_from_proto, stream_audio
 from .data import load_manifest
 from .transcribe import load_for_streaming
 
@@ -100,8 +100,7 @@ async def grpc_events(target: "Target", chunks: AsyncIterator[bytes]) -> AsyncIt
     from .proto import streamrnn_pb2_grpc as pb_grpc
 
     async def requests():
-        yield pb.StreamingRecognizeRequest(config=pb.RecognitionConfig(
-            sample_rate=SAMPLE_RATE, encoding=pb.PCM_S16LE, interim_results=True, suggestions=0))
+        yield pb.StreamingRecognizeRequest(config=GrpcClient.config(SAMPLE_RATE, "pcm_s16le", suggestions=0))
         async for chunk in chunks:
             yield pb.StreamingRecognizeRequest(audio=chunk)
         yield pb.StreamingRecognizeRequest(eof=True)

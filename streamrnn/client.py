@@ -306,12 +306,13 @@ class GrpcClient:
     def __exit__(self, *exc):
         self.channel.close()
 
-    def config(self, sample_rate=16000, encoding="pcm_s16le", interim_results=True, suggestions=None,
-               phrases=()):
-        encodings = {"pcm_s16le": self.pb.PCM_S16LE, "f32le": self.pb.F32LE}
-        return self.pb.RecognitionConfig(sample_rate=sample_rate, encoding=encodings[encoding],
-                                         interim_results=interim_results, suggestions=suggestions,
-                                         phrases=list(phrases))
+    @staticmethod
+    def config(sample_rate=16000, encoding="pcm_s16le", interim_results=True, suggestions=None, phrases=()):
+        """A RecognitionConfig message (the session's options, named as in the WebSocket API)."""
+        from .proto import streamrnn_pb2 as pb
+        encodings = {"pcm_s16le": pb.PCM_S16LE, "f32le": pb.F32LE}
+        return pb.RecognitionConfig(sample_rate=sample_rate, encoding=encodings[encoding],
+                                    interim_results=interim_results, suggestions=suggestions, phrases=list(phrases))
 
     def streaming_recognize(self, chunks: Iterable[bytes], **config):
         """Yield RecognitionEvent messages for the audio chunks."""
