@@ -1,9 +1,14 @@
 """Drive `Recognizer.run` with many sessions of real speech, 100 ms chunks, every session in every
-batch (what the daemon's batcher does under load), as fast as it goes: the engine's busy seconds per
+round (what the daemon's batcher does under load), as fast as it goes: the engine's busy seconds per
 audio second per stream, optionally under cProfile, and every event written out (to compare runs).
 
+`--compare-unbatched` runs a second set of the same sessions one at a time (batches of 1), round by
+round in turn with the batched set: both sides then see the same machine speed, which drifts here
+by up to 30 % over minutes, and the ratio of their busy times is batching's throughput gain.
+
     python -m scripts.engine_load --manifest /work/shared/data/speech/librispeech-mini.jsonl \
-        --streams 64 --seconds 10 [--max-batch 1] [--profile out.prof] [--events out.json] [--config bench.toml]
+        --streams 64 --seconds 10 [--max-batch 1] [--compare-unbatched] [--profile out.prof] \
+        [--events out.json] [--config bench.toml]
 """
 from __future__ import annotations
 
@@ -17,6 +22,31 @@ from streamrnn.config import load_config
 from streamrnn.engine import Recognizer, SessionOptions
 
 
+class Side:
+    """One set of sessions fed the same streams, in batches of at most `max_batch`, its busy time kept."""
+
+    def __init__(self, recognizer: Recognizer, streams: list[list[bytes]], max_batch: int):
+        self.recognizer = recognizer
+        self.sessions = [recognizer.session(SessionOptions()) for _ in streams]
+        self.events = [[] for _ in streams]
+        self.max_batch = max_batch or len(streams)
+        self.busy = self.cpu = 0.0
+
+    def run_round(self, jobs: list) -> None:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        size = self.max_batch
+        results = [r for start in range(0, len(jobs), size) for r in self.recognizer.run(jobs[start:start + size])]
+        self.busy += time.perf_counter() - started
+        self.cpu += time.process_time() - cpu_started
+        for k, result in enumerate(results):
+            self.events[k] += result
+
+    def report(self, name: str, streams: int, seconds: float) -> str:
+        return (f"{name}: {streams} streams x {seconds:g} s: {self.busy:.2f} s busy ({self.cpu:.2f} s CPU), "
+                f"{self.busy / seconds / streams:.5f} s per audio second per stream, "
+                f"{streams * seconds / self.busy:.1f} streams' worth of real time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--manifest", required=True)
@@ -26,6 +56,8 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--max-batch", type=int, default=0,
                         help="run each round's chunks in batches of at most this many (0: all in one)")
+    parser.add_argument("--compare-unbatched", action="store_true",
+                        help="also run the same sessions in batches of 1, interleaved round by round")
     parser.add_argument("--config")
     parser.add_argument("--profile", help="write a cProfile of the batches here")
     parser.add_argument("--events", help="write every session's events here (JSON)")
@@ -36,29 +68,28 @@ def main() -> None:
     warm = recognizer.session(SessionOptions())
     for chunk in streams[0][:20]:
         warm.feed(chunk)
-    sessions = [recognizer.session(SessionOptions()) for _ in streams]
-    events = [[] for _ in streams]
+    sides = [Side(recognizer, streams, args.max_batch)]
+    if args.compare_unbatched:
+        sides.append(Side(recognizer, streams, 1))
     profiler = cProfile.Profile() if args.profile else None
-    started, cpu_started = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     for position in range(len(streams[0]) + 1):
-        jobs = [(s, chunks[position] if position < len(chunks) else None) for s, chunks in zip(sessions, streams)]
-        size = args.max_batch or len(jobs)
-        results = [r for start in range(0, len(jobs), size) for r in recognizer.run(jobs[start:start + size])]
-        for k, result in enumerate(results):
-            events[k] += result
+        for side in sides:
+            side.run_round([(s, chunks[position] if position < len(chunks) else None)
+                            for s, chunks in zip(side.sessions, streams)])
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
-    busy = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
-    print(f"{args.streams} streams x {args.seconds:g} s: {busy:.2f} s busy ({cpu:.2f} s CPU), "
-          f"{busy / args.seconds / args.streams:.5f} s per audio second per stream, "
-          f"{args.streams * args.seconds / busy:.1f} streams' worth of real time")
+    print(sides[0].report(f"batches of {sides[0].max_batch}", args.streams, args.seconds))
+    if args.compare_unbatched:
+        print(sides[1].report("batches of 1", args.streams, args.seconds))
+        print(f"batched / unbatched throughput: {sides[1].busy / sides[0].busy:.2f} x")
+        if sides[0].events != sides[1].events:
+            print("note: the two sides' events differ (expected with int8 models: per-batch activation scales)")
     if args.events:
         with open(args.events, "w") as out:
-            json.dump(events, out)
+            json.dump(sides[0].events, out)
 
 
 if __name__ == "__main__":

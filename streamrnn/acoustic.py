@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 from .audio import N_MELS
+from .invariance import MIN_ROWS, is_batch_invariant
 from .tokens import VOCAB_SIZE
 
 
@@ -103,16 +104,26 @@ def run_streams(model: AcousticModel, streams: list[AcousticStream], features: l
     active = [i for i, f in enumerate(frames) if len(f)]
     if not active:
         return results
-    device = model.mean.device
-    steps = [len(frames[i]) // model.config.stack for i in active]
-    batch = pad_sequence([frames[i] for i in active], batch_first=True).to(device)
-    state = join_states([model.initial_state() if streams[i].state is None else streams[i].state for i in active])
+    rows = batch_rows(model, active, [len(frames[i]) // model.config.stack for i in active])
+    steps = [len(frames[i]) // model.config.stack for i in rows]
+    batch = pad_sequence([frames[i] for i in rows], batch_first=True).to(model.mean.device)
+    state = join_states([model.initial_state() if streams[i].state is None else streams[i].state for i in rows])
     log_probs, state = model(batch, state, None if len(set(steps)) == 1 else steps)
     log_probs = log_probs.cpu()
     for row, (i, count) in enumerate(zip(active, steps)):
         results[i] = log_probs[row, :count]
-        streams[i].state = state_row(state, row, len(active))
+        streams[i].state = state_row(state, row, len(rows))
     return results
+
+
+def batch_rows(model: AcousticModel, active: list[int], steps: list[int]) -> list[int]:
+    """The streams of the batch, in order: `active`, and for a batch-invariant model a repeat of the
+    longest one while fewer than MIN_ROWS reach its length, so that every time step of the packed
+    sequence runs at least MIN_ROWS rows (see invariance.py)."""
+    if not is_batch_invariant(model):
+        return active
+    longest = max(steps)
+    return active + [active[steps.index(longest)]] * max(0, MIN_ROWS - steps.count(longest))
 
 
 def join_states(states: list):

@@ -20,6 +20,7 @@ from .audio import Frontend, check_encoding, check_rate, decode_pcm, log_mel
 from .checkpoint import load_model
 from .config import Config, ModelConfig, model_path
 from .decoding import Decoder, Utterance
+from .invariance import lay_out_for_batch_invariance
 from .lm import LMRunner, WordScorer, prefetch
 from .tokens import normalize
 
@@ -144,7 +145,7 @@ def load_engine_model(kind: str, path: str, config: ModelConfig) -> nn.Module:
                          f'on {device}: set model.device = "cpu"')
     model = load_model(kind, path, device)
     if not config.quantize:
-        return model
+        return lay_out_for_batch_invariance(model) if device == "cpu" else model
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, which has no LSTM
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)

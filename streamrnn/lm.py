@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .invariance import MIN_ROWS, is_batch_invariant, padded_rows
+
 BOUNDARY = "</s>"  # sentence boundary: what the model reads first and predicts last
 UNKNOWN = "<unk>"
 
@@ -70,6 +72,7 @@ class LMRunner:
         self.model = model
         self.vocabulary = model.vocabulary
         self.device = next(model.parameters()).device
+        self.pad = is_batch_invariant(model)  # every batch at least MIN_ROWS rows (see invariance.py)
         # The output layer as (dim, vocab): a small batch times it runs about a third faster than
         # through nn.Linear's (vocab, dim) weight on the CPU. A quantized layer keeps its own kernel.
         plain = type(model.decoder) is nn.Linear
@@ -79,7 +82,7 @@ class LMRunner:
     def advance(self, state, words: list[str]):
         """Read `words` from `state`; return the new state and the next word's log-probs (a numpy array)."""
         ids = torch.tensor([self.vocabulary.ids(words)], device=self.device)
-        hidden, state = self.model.rnn(self.model.embed(ids), state)
+        hidden, state = self.run_rnn(ids, state)
         return state, self.log_probs(hidden[:, -1])[0]
 
     @torch.inference_mode()
@@ -87,7 +90,7 @@ class LMRunner:
         """One word after each of many states, in one batched pass: [(state, log-probs)]."""
         ids = torch.tensor([[self.vocabulary.id(w)] for w in words], device=self.device)
         joined = tuple(torch.cat([state[k] for state in states], dim=1) for k in (0, 1))
-        hidden, (h, c) = self.model.rnn(self.model.embed(ids), joined)
+        hidden, (h, c) = self.run_rnn(ids, joined)
         log_probs = self.log_probs(hidden[:, -1])
         return [((h[:, i:i + 1].clone(), c[:, i:i + 1].clone()), log_probs[i].copy()) for i in range(len(words))]
 
@@ -99,11 +102,25 @@ class LMRunner:
     def log_probs(self, hidden: torch.Tensor) -> np.ndarray:
         """(B, dim) LSTM outputs to (B, vocab) next-word log-probs. Numpy: the decoder reads single
         entries of them thousands of times a second, and a numpy element is 20 times faster to read."""
+        count = len(hidden)
+        if self.pad:
+            hidden = padded_rows(hidden)
         if self.output_weight is None:
             logits = self.model.decoder(hidden)
         else:
             logits = torch.addmm(self.model.decoder.bias, hidden, self.output_weight)
-        return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        return torch.log_softmax(logits[:count].float(), dim=-1).cpu().numpy()
+
+    def run_rnn(self, ids: torch.Tensor, state):
+        """The LSTM over (B, T) word ids from `state` ((h, c), or None for zeros)."""
+        count = len(ids)
+        if self.pad and count < MIN_ROWS:
+            ids = padded_rows(ids)
+            state = None if state is None else tuple(padded_rows(part, dim=1) for part in state)
+        hidden, (h, c) = self.model.rnn(self.model.embed(ids), state)
+        if count < len(ids):  # padded: copies, so a session's state does not hold the padding
+            hidden, h, c = hidden[:count], h[:, :count].contiguous(), c[:, :count].contiguous()
+        return hidden, (h, c)
 
     def start(self):
         """State and log-probs at the start of a text (after a sentence boundary)."""

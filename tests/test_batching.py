@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from streamrnn.audio import read_audio
+from streamrnn.acoustic import AcousticStream, run_streams
+from streamrnn.audio import N_MELS, read_audio
 from streamrnn.batcher import Batcher, EngineError
 from streamrnn.client import file_chunks, stream_audio
 from streamrnn.config import BatchingConfig, Config, ModelConfig
@@ -85,6 +87,44 @@ def test_batched_events_equal_unbatched_tiny(tiny_models, rnn):
     streams = [chunked((rng.standard_normal(8000 * (i + 2)) * 0.1).astype(np.float32), sizes)
                for i, sizes in enumerate(CHUNKINGS)]
     assert batched(recognizer, streams) == alone(recognizer, streams)
+
+
+def acoustic_outputs(model, features, groups):
+    """Each stream's log-probs over two chunks, its batches made of `groups` (lists of stream indices)."""
+    streams = [AcousticStream(model) for _ in features]
+    outputs = [[] for _ in features]
+    for _ in range(2):
+        for group in groups:
+            for i, log_probs in zip(group, run_streams(model, [streams[i] for i in group], [features[i] for i in group])):
+                outputs[i].append(log_probs)
+    return outputs
+
+
+@pytest.mark.parametrize("rnn", ["builtin", "gru"])
+def test_a_stream_gets_the_same_bits_in_any_batch(tiny_models, rnn):
+    """Not just the same events: the same float32 log-probs, alone or among 39 others, whatever
+    their lengths (the matrix kernels change with the batch size unless invariance.py is applied)."""
+    config = Config() if rnn == "builtin" else tiny_config(tiny_models, rnn)
+    model = Recognizer(config).acoustic
+    torch.manual_seed(0)
+    features = [torch.randn(int(frames), N_MELS) for frames in torch.randint(3, 40, (40,))]
+    alone = acoustic_outputs(model, features, [[i] for i in range(40)])
+    for groups in ([list(range(40))], [list(range(0, 40, 2)), list(range(1, 40, 2))], [[0, 1, 2], list(range(3, 40))]):
+        together = acoustic_outputs(model, features, groups)
+        assert all(torch.equal(a, b) for mine, theirs in zip(alone, together) for a, b in zip(mine, theirs))
+
+
+def test_an_lm_step_gets_the_same_bits_in_any_batch(default_recognizer):
+    lm = default_recognizer.lm
+    start, _ = lm.start()
+    words = ["THE", "CAT", "SAT", "ON", "A", "MAT"] * 4
+    alone = [lm.advance_many([start], [word])[0] for word in words]
+    together = lm.advance_many([start] * len(words), words)
+    for (state, log_probs), (state_b, log_probs_b) in zip(alone, together):
+        assert torch.equal(state[0], state_b[0]) and torch.equal(state[1], state_b[1])
+        assert np.array_equal(log_probs, log_probs_b)
+    state, log_probs = lm.advance(start, ["THE"])
+    assert np.array_equal(log_probs, alone[0][1]) and np.array_equal(lm.state_log_probs(state), log_probs)
 
 
 def test_a_bad_chunk_fails_only_its_own_session(tiny_models):
