@@ -2,9 +2,11 @@
 round (what the daemon's batcher does under load), as fast as it goes: the engine's busy seconds per
 audio second per stream, optionally under cProfile, and every event written out (to compare runs).
 
-`--compare-unbatched` runs a second set of the same sessions one at a time (batches of 1), round by
-round in turn with the batched set: both sides then see the same machine speed, which drifts here
-by up to 30 % over minutes, and the ratio of their busy times is batching's throughput gain.
+`--compare-unbatched` runs two more sets of the same sessions one at a time (batches of 1), round by
+round in turn with the batched set, so that all sides see the same machine speed (it drifts here by
+up to 30 % over minutes): one as the engine ships (a lone row padded to two for batch invariance,
+see streamrnn/invariance.py), and one with torch's own weight layout and one-row kernels (the
+fastest a server that never batches could be, whose numbers then differ in their last bits).
 
     python -m scripts.engine_load --manifest /work/shared/data/speech/librispeech-mini.jsonl \
         --streams 64 --seconds 10 [--max-batch 1] [--compare-unbatched] [--profile out.prof] \
@@ -71,6 +73,7 @@ def main() -> None:
     sides = [Side(recognizer, streams, args.max_batch)]
     if args.compare_unbatched:
         sides.append(Side(recognizer, streams, 1))
+        sides.append(Side(Recognizer(load_config(args.config), batch_invariant=False), streams, 1))
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
@@ -83,10 +86,10 @@ def main() -> None:
         profiler.dump_stats(args.profile)
     print(sides[0].report(f"batches of {sides[0].max_batch}", args.streams, args.seconds))
     if args.compare_unbatched:
-        print(sides[1].report("batches of 1", args.streams, args.seconds))
-        print(f"batched / unbatched throughput: {sides[1].busy / sides[0].busy:.2f} x")
-        if sides[0].events != sides[1].events:
-            print("note: the two sides' events differ (expected with int8 models: per-batch activation scales)")
+        for side, name in zip(sides[1:], ("batches of 1", "batches of 1, one-row kernels")):
+            print(side.report(name, args.streams, args.seconds))
+            print(f"  batched / this: {side.busy / sides[0].busy:.2f} x throughput; "
+                  f"events {'identical' if side.events == sides[0].events else 'differ'}")
     if args.events:
         with open(args.events, "w") as out:
             json.dump(sides[0].events, out)

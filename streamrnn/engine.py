@@ -62,9 +62,10 @@ def pick_device(config: ModelConfig) -> str:
 class Recognizer:
     """The loaded models, shared by every session."""
 
-    def __init__(self, config: Config, acoustic: bool = True):
+    def __init__(self, config: Config, acoustic: bool = True, batch_invariant: bool = True):
         """`acoustic=False`: the language model only (suggest, score), for a daemon whose sessions
-        run in engine worker processes."""
+        run in engine worker processes. `batch_invariant=False`: torch's own weight layout and no
+        row padding (see invariance.py), only to measure what batch invariance costs."""
         self.config = config
         if config.model.threads:
             torch.set_num_threads(config.model.threads)
@@ -76,10 +77,10 @@ class Recognizer:
         self.acoustic = None
         if acoustic:
             self.acoustic = load_engine_model("acoustic", model_path(config.model.acoustic_model, "am.pt"),
-                                              config.model)
+                                              config.model, batch_invariant)
         self.lm = None
         if config.model.language_model:
-            self.lm = load_language_model(config)
+            self.lm = load_language_model(config, batch_invariant)
             self.lm_start = self.lm.start()  # every session's first LM entry: computed once, shared
 
     def session(self, options: SessionOptions | None = None) -> "Session":
@@ -131,21 +132,22 @@ class Recognizer:
         return self.lm
 
 
-def load_language_model(config: Config) -> LMRunner:
+def load_language_model(config: Config, batch_invariant: bool = True) -> LMRunner:
     path = model_path(config.model.language_model or "builtin", "lm.pt")
-    return LMRunner(load_engine_model("language", path, config.model))
+    return LMRunner(load_engine_model("language", path, config.model, batch_invariant))
 
 
-def load_engine_model(kind: str, path: str, config: ModelConfig) -> nn.Module:
-    """A model on the configured device; with model.quantize = "int8", its recurrent and linear
-    layers dynamically quantized (torch's eager-mode quantization: CPU only)."""
+def load_engine_model(kind: str, path: str, config: ModelConfig, batch_invariant: bool = True) -> nn.Module:
+    """A model on the configured device; in float32 on the CPU laid out for batch invariance; with
+    model.quantize = "int8", its recurrent and linear layers dynamically quantized (torch's
+    eager-mode quantization: CPU only)."""
     device = pick_device(config)
     if config.quantize and device != "cpu":
         raise ValueError(f'model.quantize = "{config.quantize}" runs on the CPU only, but the models would be '
                          f'on {device}: set model.device = "cpu"')
     model = load_model(kind, path, device)
     if not config.quantize:
-        return lay_out_for_batch_invariance(model) if device == "cpu" else model
+        return lay_out_for_batch_invariance(model) if device == "cpu" and batch_invariant else model
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, which has no LSTM
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
