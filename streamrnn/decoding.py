@@ -168,8 +168,8 @@ class Decoder:
             total, text = hyp.acoustic, hyp.text
             same = following.get(text)
             if same is None:
-                same = following[text] = [NEG_INF, NEG_INF, hyp, 0, 0.0, 0.0]
-            if not greedy:
+                same = following[text] = [NEG_INF if greedy else total + blank, NEG_INF, hyp, 0, 0.0, 0.0]
+            elif not greedy:
                 same[0] = log_add(same[0], total + blank)
             last = TOKEN_ID[text[-1]] if text else None
             pending = self.pending_bound(hyp) if self.has_phrases else hyp.bias_pending
@@ -251,29 +251,31 @@ class Decoder:
         """The `beam_size` best next hypotheses, exactly as sorting all of them by score would pick
         them (ties keep their order). Extensions are built and LM-scored best bound first, and only
         while their score bound could still beat the beam's worst: on blank-dominated steps few are."""
-        scored, bounded = [], []  # scored: (score, index, built hypothesis or None, entry)
+        # Scores are kept negated, so that plain tuple order is best first, ties in gathering order.
+        scored, bounded = [], []  # scored: (-score, index, built hypothesis or None, entry)
         for index, entry in enumerate(following.values()):
             p_blank, p_nonblank, parent, token, _, bonus_bound = entry
             acoustic = p_nonblank if p_blank == NEG_INF else log_add(p_blank, p_nonblank)
             if token == 0:
-                scored.append((acoustic + parent.bonus + parent.bias_pending, index, None, entry))
+                scored.append((-(acoustic + parent.bonus + parent.bias_pending), index, None, entry))
             else:
-                bounded.append((acoustic + bonus_bound, index, entry))
-        worst = sorted([item[0] for item in scored], reverse=True)[:self.beam_size]
+                bounded.append((-(acoustic + bonus_bound), index, entry))
+        worst = heapq.nlargest(self.beam_size, [-item[0] for item in scored])
         heapq.heapify(worst)
-        for bound, index, entry in sorted(bounded, key=lambda b: -b[0]):
-            if len(worst) == self.beam_size and worst[0] > bound:
+        bounded.sort()
+        for negated_bound, index, entry in bounded:
+            if len(worst) == self.beam_size and worst[0] > -negated_bound:
                 break
             p_blank, p_nonblank, parent, token, token_log_prob, _ = entry
             hyp = self.extended(parent, token, token_log_prob)
             hyp.set_probs(p_blank, p_nonblank)
             score = hyp.score
-            scored.append((score, index, hyp, entry))
+            scored.append((-score, index, hyp, entry))
             if len(worst) < self.beam_size:
                 heapq.heappush(worst, score)
             elif score > worst[0]:
                 heapq.heapreplace(worst, score)
-        scored.sort(key=lambda item: (-item[0], item[1]))
+        scored.sort()
         return [hyp or self.kept(entry) for _, _, hyp, entry in scored[: self.beam_size]]
 
     @staticmethod
@@ -302,9 +304,9 @@ class Decoder:
             if hyp.word_start < 0:
                 new.word_start, new.word_log_prob = self.step, 0.0
             new.word_log_prob += token_log_prob
-            if not self.known_prefix(new.current_word):
+            if not self.known_prefix(new.text[new.text.rfind(" ") + 1:]):
                 new.bonus -= self.config.lm_weight * self.config.unk_penalty
-        if self.trie:
+        if self.has_phrases:
             at_word_start = not hyp.text or hyp.text[-1] == " "
             new.bias_node, new.bias_pending, earned = self.trie.advance(
                 hyp.bias_node, hyp.bias_pending, ch, at_word_start)
@@ -340,7 +342,7 @@ class Decoder:
     def at_endpoint(self) -> bool:
         best = self.best
         length = self.step - self.utterance_start
-        if not best.text.strip():
+        if not best.text:  # (a text never starts with a space)
             return length * self.step_s * 1000 >= self.endpoint.leading_silence_ms
         silence_ms = (self.step - 1 - best.last_step) * self.step_s * 1000
         return (silence_ms >= self.endpoint.trailing_silence_ms
