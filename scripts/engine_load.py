@@ -2,14 +2,14 @@
 round (what the daemon's batcher does under load), as fast as it goes: the engine's busy seconds per
 audio second per stream, optionally under cProfile, and every event written out (to compare runs).
 
-`--compare-unbatched` runs two more sets of the same sessions one at a time (batches of 1), round by
-round in turn with the batched set, so that all sides see the same machine speed (it drifts here by
-up to 30 % over minutes): one as the engine ships (a lone row padded to two for batch invariance,
-see streamrnn/invariance.py), and one with torch's own weight layout and one-row kernels (the
-fastest a server that never batches could be, whose numbers then differ in their last bits).
+`--compare` runs three more sets of the same sessions, round by round in turn with the first, so that
+all sides see the same machine speed (it drifts here by up to 30 % over minutes): batches of 1 as the
+engine ships (a lone row padded to two, for batch invariance: see streamrnn/invariance.py), and
+batches of N and of 1 with torch's own weight layout and kernels (what invariance costs; with one
+row, the fastest a server that never batches could be, its numbers then differing in the last bits).
 
     python -m scripts.engine_load --manifest /work/shared/data/speech/librispeech-mini.jsonl \
-        --streams 64 --seconds 10 [--max-batch 1] [--compare-unbatched] [--profile out.prof] \
+        --streams 64 --seconds 10 [--max-batch 1] [--compare] [--profile out.prof] \
         [--events out.json] [--config bench.toml]
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--max-batch", type=int, default=0,
                         help="run each round's chunks in batches of at most this many (0: all in one)")
-    parser.add_argument("--compare-unbatched", action="store_true",
-                        help="also run the same sessions in batches of 1, interleaved round by round")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run the same sessions in batches of 1, and with torch's own layout, interleaved")
     parser.add_argument("--config")
     parser.add_argument("--profile", help="write a cProfile of the batches here")
     parser.add_argument("--events", help="write every session's events here (JSON)")
@@ -70,29 +70,31 @@ def main() -> None:
     warm = recognizer.session(SessionOptions())
     for chunk in streams[0][:20]:
         warm.feed(chunk)
-    sides = [Side(recognizer, streams, args.max_batch)]
-    if args.compare_unbatched:
-        sides.append(Side(recognizer, streams, 1))
-        sides.append(Side(Recognizer(load_config(args.config), batch_invariant=False), streams, 1))
+    sides = {f"batches of {args.max_batch or args.streams}": Side(recognizer, streams, args.max_batch)}
+    if args.compare:
+        plain = Recognizer(load_config(args.config), batch_invariant=False)
+        sides["batches of 1"] = Side(recognizer, streams, 1)
+        sides[f"batches of {args.max_batch or args.streams}, torch's layout"] = Side(plain, streams, args.max_batch)
+        sides["batches of 1, torch's layout (one-row kernels)"] = Side(plain, streams, 1)
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
     for position in range(len(streams[0]) + 1):
-        for side in sides:
+        for side in sides.values():
             side.run_round([(s, chunks[position] if position < len(chunks) else None)
                             for s, chunks in zip(side.sessions, streams)])
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
-    print(sides[0].report(f"batches of {sides[0].max_batch}", args.streams, args.seconds))
-    if args.compare_unbatched:
-        for side, name in zip(sides[1:], ("batches of 1", "batches of 1, one-row kernels")):
-            print(side.report(name, args.streams, args.seconds))
-            print(f"  batched / this: {side.busy / sides[0].busy:.2f} x throughput; "
-                  f"events {'identical' if side.events == sides[0].events else 'differ'}")
+    first = next(iter(sides.values()))
+    for name, side in sides.items():
+        print(side.report(name, args.streams, args.seconds))
+        if side is not first:
+            print(f"  the first side's throughput / this one's: {side.busy / first.busy:.2f} x; "
+                  f"events {'identical' if side.events == first.events else 'differ'}")
     if args.events:
         with open(args.events, "w") as out:
-            json.dump(sides[0].events, out)
+            json.dump(first.events, out)
 
 
 if __name__ == "__main__":
