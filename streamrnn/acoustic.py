@@ -105,7 +105,7 @@ def run_streams(model: AcousticModel, streams: list[AcousticStream], features: l
     if not active:
         return results
     rows = batch_rows(model, active, [len(frames[i]) // model.config.stack for i in active])
-    steps = [len(frames[i]) // model.config.stack for i in rows]
+    steps = [len(frames[i]) // model.config.stack for i in rows]  # the repeated row too
     batch = pad_sequence([frames[i] for i in rows], batch_first=True).to(model.mean.device)
     state = join_states([model.initial_state() if streams[i].state is None else streams[i].state for i in rows])
     log_probs, state = model(batch, state, None if len(set(steps)) == 1 else steps)

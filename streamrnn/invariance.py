@@ -1,9 +1,9 @@
 """Batch invariance on the CPU: a stream's numbers do not depend on which streams share its batch.
 
 MKL's float32 matrix multiply picks its kernel by the number of rows M. With torch's own weight
-layout (out, in), which reaches MKL transposed, rows come out a few ulps different for M = 1, for
-M from 2 to about 15, and for larger M; that can move a near-tie in the beam or the fourth decimal
-of a suggestion's probability. With the weights stored (in, out) (a transposed view of a
+layout (out, in), which reaches MKL transposed, a row's sums come out a few ulps different for
+M = 1, for small M, and for larger M (from about 6 to 16 rows, by shape, on this project's CPU);
+that can move a near-tie in the beam or the fourth decimal of a suggestion's probability. With the weights stored (in, out) (a transposed view of a
 contiguous copy) every M >= 2 gives the same bits for a row, wherever it sits in the batch; M = 1
 runs as a matrix-vector product and differs. So the models' weights are laid out that way, and
 every batch is given at least two rows (`MIN_ROWS`). tests/test_batching.py pins the bits.

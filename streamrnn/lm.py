@@ -72,7 +72,7 @@ class LMRunner:
         self.model = model
         self.vocabulary = model.vocabulary
         self.device = next(model.parameters()).device
-        self.pad = is_batch_invariant(model)  # every batch at least MIN_ROWS rows (see invariance.py)
+        self.pad_rows = is_batch_invariant(model)  # every batch at least MIN_ROWS rows (see invariance.py)
         # The output layer as (dim, vocab): a small batch times it runs about a third faster than
         # through nn.Linear's (vocab, dim) weight on the CPU. A quantized layer keeps its own kernel.
         plain = type(model.decoder) is nn.Linear
@@ -103,7 +103,7 @@ class LMRunner:
         """(B, dim) LSTM outputs to (B, vocab) next-word log-probs. Numpy: the decoder reads single
         entries of them thousands of times a second, and a numpy element is 20 times faster to read."""
         count = len(hidden)
-        if self.pad:
+        if self.pad_rows:
             hidden = padded_rows(hidden)
         if self.output_weight is None:
             logits = self.model.decoder(hidden)
@@ -114,7 +114,7 @@ class LMRunner:
     def run_rnn(self, ids: torch.Tensor, state):
         """The LSTM over (B, T) word ids from `state` ((h, c), or None for zeros)."""
         count = len(ids)
-        if self.pad and count < MIN_ROWS:
+        if self.pad_rows and count < MIN_ROWS:
             ids = padded_rows(ids)
             state = None if state is None else tuple(padded_rows(part, dim=1) for part in state)
         hidden, (h, c) = self.model.rnn(self.model.embed(ids), state)
