@@ -172,7 +172,7 @@ class Decoder:
             elif not greedy:
                 same[0] = log_add(same[0], total + blank)
             last = TOKEN_ID[text[-1]] if text else None
-            pending = self.pending_bound(hyp) if self.has_phrases else hyp.bias_pending
+            pending = self.pending_bound(hyp)
             letter_bound, space_bound = letter_reach + pending, space_reach + pending
             need_letter = floor - hyp.bonus - letter_bound
             need_space = floor - hyp.bonus - space_bound
@@ -304,7 +304,7 @@ class Decoder:
             if hyp.word_start < 0:
                 new.word_start, new.word_log_prob = self.step, 0.0
             new.word_log_prob += token_log_prob
-            if not self.known_prefix(new.text[new.text.rfind(" ") + 1:]):
+            if not self.known_prefix(new.current_word):
                 new.bonus -= self.config.lm_weight * self.config.unk_penalty
         if self.has_phrases:
             at_word_start = not hyp.text or hyp.text[-1] == " "
