@@ -104,8 +104,9 @@ def run_streams(model: AcousticModel, streams: list[AcousticStream], features: l
     active = [i for i, f in enumerate(frames) if len(f)]
     if not active:
         return results
-    rows = batch_rows(model, active, [len(frames[i]) // model.config.stack for i in active])
-    steps = [len(frames[i]) // model.config.stack for i in rows]  # the repeated row too
+    lengths = [len(f) // model.config.stack for f in frames]  # in steps
+    rows = batch_rows(model, active, lengths)
+    steps = [lengths[i] for i in rows]
     batch = pad_sequence([frames[i] for i in rows], batch_first=True).to(model.mean.device)
     state = join_states([model.initial_state() if streams[i].state is None else streams[i].state for i in rows])
     log_probs, state = model(batch, state, None if len(set(steps)) == 1 else steps)
@@ -116,14 +117,15 @@ def run_streams(model: AcousticModel, streams: list[AcousticStream], features: l
     return results
 
 
-def batch_rows(model: AcousticModel, active: list[int], steps: list[int]) -> list[int]:
+def batch_rows(model: AcousticModel, active: list[int], lengths: list[int]) -> list[int]:
     """The streams of the batch, in order: `active`, and for a batch-invariant model a repeat of the
     longest one while fewer than MIN_ROWS reach its length, so that every time step of the packed
     sequence runs at least MIN_ROWS rows (see invariance.py)."""
     if not is_batch_invariant(model):
         return active
-    longest = max(steps)
-    return active + [active[steps.index(longest)]] * max(0, MIN_ROWS - steps.count(longest))
+    longest = max(lengths[i] for i in active)
+    reaching = [i for i in active if lengths[i] == longest]
+    return active + reaching[:1] * max(0, MIN_ROWS - len(reaching))
 
 
 def join_states(states: list):
