@@ -2,7 +2,6 @@
 events it gets alone, whatever the chunkings, options and models."""
 import asyncio
 import os
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from streamrnn.service import RecognitionService, ServiceError
 from streamrnn.workers import EngineWorkers, worker_config
 
 from conftest import speech_sample, tiny_config
-from daemon import Daemon
+from daemon import Daemon, metric
 
 CHUNKINGS = [[1600], [160], [7, 3000, 161, 16000, 1, 999, 4410], [16000], [4800, 320]]
 OPTIONS = [{}, {"phrases": ["KUBERNETES", "THE WORLD"]}, {"interim_results": False}, {"suggestions": 2}, {}]
@@ -265,8 +264,7 @@ def test_a_daemon_with_engine_processes_streams_as_in_process(tmp_path, default_
             return await asyncio.gather(*(collect_events(daemon.url, chunks) for chunks in streams))
         served = asyncio.run(both())
         assert len(child_processes(daemon.process.pid, "spawn_main")) == 2  # the engine workers
-        metrics = urllib.request.urlopen(daemon.http + "/metrics").read().decode()
-        together, alone = (metric(metrics, name) for name in
+        together, alone = (metric(daemon, name + " ") for name in
                            ("streamrnn_resident_memory_bytes", "process_resident_memory_bytes"))
         assert together > alone * 1.3  # the workers' memory is counted: each holds its own models
     finally:
@@ -280,10 +278,6 @@ def test_a_daemon_with_engine_processes_streams_as_in_process(tmp_path, default_
 
 async def collect_events(url, chunks):
     return [{k: v for k, v in e.items() if k != "seq"} async for e in stream_audio(url, chunks)]
-
-
-def metric(text: str, name: str) -> float:
-    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
 
 
 def child_processes(pid: int, name: str) -> list[int]:

@@ -6,7 +6,6 @@ import json
 import socket
 import threading
 import time
-import urllib.request
 
 import grpc
 import numpy as np
@@ -20,7 +19,7 @@ from streamrnn.engine import Recognizer, SessionOptions
 from streamrnn.hub import Hub
 
 from conftest import tiny_daemon_config
-from daemon import Daemon
+from daemon import Daemon, metric
 
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})
 CHUNK_S = 0.1
@@ -216,11 +215,6 @@ class StuckSubscriber:
             yield opcode, payload
             if opcode == 8:
                 return
-
-
-def metric(daemon, name) -> float:
-    body = urllib.request.urlopen(daemon.http + "/metrics").read().decode()
-    return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith(name))
 
 
 def test_slow_subscriber_is_cut_off_and_the_speaker_is_untouched(backpressure_daemon, tiny_models, tmp_path):

@@ -18,6 +18,8 @@ from websockets.exceptions import ConnectionClosed
 
 from streamrnn.client import GrpcClient, event_from_proto, stream_audio
 
+from daemon import metric
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})
 
@@ -107,7 +109,7 @@ def test_unknown_session_cannot_be_subscribed(strict_daemon):
 
 
 def test_busy_server_says_so_at_once(strict_daemon):
-    before = active_sessions(strict_daemon)
+    before = metric(strict_daemon, "streamrnn_sessions_active ")
 
     async def scenario():
         held = [await connect(strict_daemon.url + "/v1/recognize") for _ in range(3)]
@@ -126,14 +128,9 @@ def test_busy_server_says_so_at_once(strict_daemon):
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 3 sessions" in error.details()
 
 
-def active_sessions(daemon) -> float:
-    metrics = urllib.request.urlopen(daemon.http + "/metrics").read().decode()
-    return float(next(line.split()[1] for line in metrics.splitlines() if line.startswith("streamrnn_sessions_active ")))
-
-
 def wait_for_sessions(daemon, count: float, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while active_sessions(daemon) > count:
+    while metric(daemon, "streamrnn_sessions_active ") > count:
         assert time.monotonic() < deadline, f"more than {count:g} sessions still open after {timeout_s} s"
         time.sleep(0.05)
 
