@@ -170,6 +170,8 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         except ServiceError as err:
             if live.outbox is outbox:
                 await self.service.finish(live, "eof", outbox)
+            elif live.ended and err.code == "session_moved":
+                return None  # the server ended it (a shutdown, a limit) while this request came in
             return err
         return None
 
