@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,7 +25,7 @@ class EngineError(RuntimeError):
 class Job:
     session: Session
     audio: object  # PCM bytes, or None for the end of the stream
-    done: Callable[[object], None]  # called with the events, or the error, from the engine thread
+    reply: object  # where its events (or its error) go: an asyncio future, or a worker's request number
 
 
 def record_batch(seconds: float, size: int) -> None:
@@ -33,13 +33,22 @@ def record_batch(seconds: float, size: int) -> None:
     telemetry.BATCH_SIZE.observe(size)
 
 
+def settle_jobs(jobs: list[Job], results: list, seconds: float | None) -> None:
+    """The in-process `finish`: each job's reply is the future that awaits its result."""
+    if seconds is not None:
+        record_batch(seconds, len(jobs))
+    settle_all([(job.reply, result) for job, result in zip(jobs, results)])
+
+
 class Batcher:
     def __init__(self, recognizer: Recognizer, max_batch: int = 64, max_wait_ms: float = 5.0,
-                 on_batch: Callable[[float, int], None] = record_batch):
+                 finish: Callable[[list[Job], list, float | None], None] = settle_jobs):
+        """`finish(jobs, results, seconds)` hands results on, from the engine thread: a batch's, with
+        the seconds it took, or (seconds None) errors for jobs left when the engine stops."""
         self.recognizer = recognizer
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
-        self.on_batch = on_batch
+        self.finish = finish
         self.pending: deque[Job] = deque()
         self.ready = threading.Condition()
         self.stopped = False
@@ -51,17 +60,16 @@ class Batcher:
 
     async def submit(self, session: Session, audio) -> list[dict]:
         """The session's events for this chunk (None: the end of its stream); raises its error."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.put(session, audio, lambda result: deliver(loop, future, result))
+        future = asyncio.get_running_loop().create_future()
+        self.put(session, audio, future)
         return await future
 
-    def put(self, session: Session, audio, done: Callable[[object], None]) -> None:
-        """Queue a chunk; `done` gets its events or its error, from the engine thread."""
+    def put(self, session: Session, audio, reply) -> None:
+        """Queue a chunk; `finish` hands `reply` its events or its error, from the engine thread."""
         with self.ready:
             if self.stopped:
                 raise EngineError("the engine is stopped")
-            self.pending.append(Job(session, audio, done))
+            self.pending.append(Job(session, audio, reply))
             self.ready.notify()
 
     def close(self) -> None:
@@ -80,9 +88,7 @@ class Batcher:
                 results = self.recognizer.run([(job.session, job.audio) for job in batch])
             except Exception as err:  # a bug must not kill the engine thread: every job gets it
                 results = [err] * len(batch)
-            self.on_batch(time.perf_counter() - started, len(batch))
-            for job, result in zip(batch, results):
-                job.done(result)
+            self.finish(batch, results, time.perf_counter() - started)
 
     def next_batch(self) -> list[Job] | None:
         """Wait for work; give late chunks up to max_wait to join; take at most one per session."""
@@ -90,8 +96,8 @@ class Batcher:
             while not self.pending and not self.stopped:
                 self.ready.wait()
             if self.stopped:
-                for job in self.pending:
-                    job.done(EngineError("the engine is stopped"))
+                stopped = list(self.pending)
+                self.finish(stopped, [EngineError("the engine is stopped")] * len(stopped), None)
                 return None
             if self.max_batch > 1 and self.max_wait_s > 0:
                 self.ready.wait_for(lambda: len(self.pending) >= self.max_batch or self.stopped,
@@ -105,18 +111,24 @@ class Batcher:
             return batch
 
 
-def deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result) -> None:
-    """Settle `future` on its own event loop, from any thread."""
-    try:
-        loop.call_soon_threadsafe(settle, future, result)
-    except RuntimeError:  # its event loop is closed: nobody is waiting any more
-        pass
+def settle_all(settlements: list[tuple[asyncio.Future, object]]) -> None:
+    """Set futures' results (an exception: their error) from any thread, with one wake-up of each
+    event loop they belong to."""
+    by_loop = defaultdict(list)
+    for future, result in settlements:
+        by_loop[future.get_loop()].append((future, result))
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(settle, pairs)
+        except RuntimeError:  # its event loop is closed: nobody is waiting any more
+            pass
 
 
-def settle(future: asyncio.Future, result) -> None:
-    if future.cancelled():
-        return
-    if isinstance(result, Exception):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def settle(settlements: list[tuple[asyncio.Future, object]]) -> None:
+    for future, result in settlements:
+        if future.cancelled():
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -15,12 +15,11 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import weakref
-from functools import partial
-from typing import Callable
 
-from .batcher import Batcher, EngineError, deliver, record_batch
+from .batcher import Batcher, EngineError, Job, record_batch, settle_all
 from .config import Config
 from .engine import Recognizer, Session, SessionOptions
 
@@ -52,7 +51,7 @@ class Worker:
         self.process.start()
         child.close()
         self.lock = threading.Lock()  # one message on the pipe at a time; guards pending and failure
-        self.pending: dict[int, Callable[[object], None]] = {}
+        self.pending: dict[int, asyncio.Future] = {}  # chunks sent, by request number
         self.requests = itertools.count()
         self.sessions: set[int] = set()  # keys of the session handles alive here
         self.dropped: list[int] = []  # keys whose handles are gone, for the worker to forget
@@ -61,17 +60,18 @@ class Worker:
         self.ready = threading.Event()
         threading.Thread(target=self.read, name=f"engine-{index}-reader", daemon=True).start()
 
-    def send(self, kind: str, *fields, done: Callable[[object], None] | None = None) -> None:
+    def send(self, kind: str, *fields, future: asyncio.Future | None = None) -> None:
+        """A message for the worker; `future` gets its answer."""
         with self.lock:
             if self.failure:
                 raise EngineError(self.failure)
             request = next(self.requests)
-            if done is not None:
-                self.pending[request] = done
+            if future is not None:
+                self.pending[request] = future
             try:
                 while self.dropped:
-                    self.connection.send(("drop", None, self.dropped.pop()))
-                self.connection.send((kind, request, *fields))
+                    send_message(self.connection, ("drop", None, self.dropped.pop()))
+                send_message(self.connection, (kind, request, *fields))
             except (OSError, ValueError) as err:
                 self.pending.pop(request, None)
                 raise EngineError(f"engine worker {self.index} cannot be reached: {err}") from err
@@ -80,14 +80,13 @@ class Worker:
         try:
             while True:
                 kind, *fields = self.connection.recv()
-                if kind == "result":
-                    request, result = fields
+                if kind == "results":
+                    answers, seconds, size = fields
                     with self.lock:
-                        done = self.pending.pop(request, None)
-                    if done is not None:
-                        done(result)
-                elif kind == "batch":
-                    record_batch(*fields)
+                        settlements = [(self.pending.pop(request, None), result) for request, result in answers]
+                    if seconds is not None:
+                        record_batch(seconds, size)
+                    settle_all([(future, result) for future, result in settlements if future is not None])
                 elif kind == "ready":
                     self.ready.set()
                 elif kind == "failed":
@@ -107,8 +106,7 @@ class Worker:
             self.failure = self.failure or reason
             pending, self.pending = self.pending, {}
         self.ready.set()
-        for done in pending.values():
-            done(EngineError(self.failure))
+        settle_all([(future, EngineError(self.failure)) for future in pending.values()])
 
     def release(self, key: int) -> None:
         """A session handle is gone (from any thread, even inside `send` when the garbage collector
@@ -167,10 +165,9 @@ class EngineWorkers:
 
     async def submit(self, session: RemoteSession, audio) -> list[dict]:
         """The session's events for this chunk (None: the end of its stream); raises its error."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         try:
-            session.worker.send("chunk", session.key, audio, done=partial(deliver, loop, future))
+            session.worker.send("chunk", session.key, audio, future=future)
             events = await future
             session.finals += sum(event["type"] == "final" for event in events)
             return events
@@ -189,27 +186,42 @@ def worker_main(config: Config, connection) -> None:
 
     def send(message: tuple) -> None:
         with lock:
-            connection.send(message)
+            send_message(connection, message)
 
-    def answer(request: int, result) -> None:
+    def answer(jobs: list[Job], results: list, seconds: float | None = None) -> None:
+        """One message for a batch's results (each job's reply is its request number)."""
+        answers = [(job.reply, result) for job, result in zip(jobs, results)]
         try:
-            send(("result", request, result))
-        except Exception as err:  # an error that cannot be pickled still reaches its session
-            send(("result", request, EngineError(f"{type(result).__name__}: {result} ({err})")))
+            send(("results", answers, seconds, len(jobs)))
+        except Exception:  # an error that cannot be pickled still reaches its session
+            send(("results", [(request, picklable(result)) for request, result in answers], seconds, len(jobs)))
 
     try:
         recognizer = Recognizer(config)
     except Exception as err:
         send(("failed", f"engine worker could not load the models: {err}"))
         return
-    batcher = Batcher(recognizer, config.batching.max_batch, config.batching.max_wait_ms,
-                      on_batch=lambda seconds, size: send(("batch", seconds, size)))
+    batcher = Batcher(recognizer, config.batching.max_batch, config.batching.max_wait_ms, finish=answer)
     sessions: dict[int, Session | Exception] = {}
     send(("ready",))
     try:
         serve_requests(connection, recognizer, batcher, sessions, answer)
     finally:
         batcher.close()
+
+
+def send_message(connection, message: tuple) -> None:
+    """Plain pickle: multiprocessing's own pickler (for sockets and file descriptors, which these
+    messages never hold) costs more to set up than a chunk's message costs to pickle."""
+    connection.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def picklable(result):
+    try:
+        pickle.dumps(result)
+        return result
+    except Exception as err:
+        return EngineError(f"{type(result).__name__}: {result} ({err})")
 
 
 def serve_requests(connection, recognizer: Recognizer, batcher: Batcher, sessions: dict, answer) -> None:
@@ -234,6 +246,6 @@ def serve_requests(connection, recognizer: Recognizer, batcher: Batcher, session
             if audio is None:
                 sessions.pop(key, None)  # its last chunk: the batcher holds it until then
             if isinstance(session, Exception):
-                answer(request, session)
+                answer([Job(None, audio, request)], [session])
             else:
-                batcher.put(session, audio, partial(answer, request))
+                batcher.put(session, audio, request)
