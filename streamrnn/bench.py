@@ -22,7 +22,7 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from . import procstats
+from . import eventloop, procstats
 from .client import GrpcClient, encode_chunks, event_from_proto, stream_audio
 from .data import load_manifest
 from .transcribe import load_for_streaming
@@ -292,10 +292,10 @@ def with_daemon(args, max_batch: int | None, work):
     """Run `work(target, probe)` against --url, or against a fresh local daemon."""
     if args.url:
         http = args.url.replace("ws://", "http://").replace("wss://", "https://")
-        return asyncio.run(work(Target(args.url, args.grpc, args.transport), DaemonProbe(http, None)))
+        return eventloop.run(work(Target(args.url, args.grpc, args.transport), DaemonProbe(http, None)))
     daemon = start_daemon(args.config, max_batch)
     try:
-        return asyncio.run(work(Target(daemon.url, daemon.grpc, args.transport),
+        return eventloop.run(work(Target(daemon.url, daemon.grpc, args.transport),
                                 DaemonProbe(daemon.http, daemon.process.pid)))
     finally:
         daemon.stop()

@@ -5,7 +5,7 @@ import asyncio
 import logging
 import signal
 
-from . import tls
+from . import eventloop, tls
 from .auth import KeyCheck
 from .config import Config
 from .engine import Recognizer
@@ -65,4 +65,4 @@ async def drain(service: RecognitionService, websocket, grpc_server, timeout: fl
 def main(config: Config) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    asyncio.run(serve(config))
+    eventloop.run(serve(config))
