@@ -132,13 +132,13 @@ async def one_stream(target: Target, chunks: list[bytes], chunk_s: float, start_
             if delay > 0:
                 await asyncio.sleep(delay)
             audio_s += len(chunk) / (2 * SAMPLE_RATE)
-            record.sent.append((audio_s, loop.time()))
+            record.sent.append((audio_s, time.monotonic()))
             yield chunk
-        record.eof_at = loop.time()
+        record.eof_at = time.monotonic()
 
     async def receive():
         async for event in TRANSPORTS[target.transport](target, paced()):
-            now = loop.time()
+            now = time.monotonic()  # (uvloop's loop.time() is cached per loop iteration, in whole ms)
             if event["type"] == "partial":
                 record.partial_ms.append(1000 * (now - sent_time(record.sent, event["end"])))
             elif event["type"] in ("final", "end") and record.eof_at is not None:
