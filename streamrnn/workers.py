@@ -190,11 +190,7 @@ def worker_main(config: Config, connection) -> None:
 
     def answer(jobs: list[Job], results: list, seconds: float | None = None) -> None:
         """One message for a batch's results (each job's reply is its request number)."""
-        answers = [(job.reply, result) for job, result in zip(jobs, results)]
-        try:
-            send(("results", answers, seconds, len(jobs)))
-        except Exception:  # an error that cannot be pickled still reaches its session
-            send(("results", [(request, picklable(result)) for request, result in answers], seconds, len(jobs)))
+        send(("results", [(job.reply, portable(result)) for job, result in zip(jobs, results)], seconds, len(jobs)))
 
     try:
         recognizer = Recognizer(config)
@@ -216,12 +212,16 @@ def send_message(connection, message: tuple) -> None:
     connection.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
 
-def picklable(result):
+def portable(result):
+    """A result that crosses the pipe: an error that would not (one that cannot be pickled, or not
+    rebuilt from its pickle in the daemon) becomes an EngineError that names it."""
+    if not isinstance(result, BaseException):
+        return result
     try:
-        pickle.dumps(result)
+        pickle.loads(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
         return result
     except Exception as err:
-        return EngineError(f"{type(result).__name__}: {result} ({err})")
+        return EngineError(f"{type(result).__name__}: {result} ({type(err).__name__}: {err})")
 
 
 def serve_requests(connection, recognizer: Recognizer, batcher: Batcher, sessions: dict, answer) -> None:

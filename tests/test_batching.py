@@ -2,6 +2,8 @@
 events it gets alone, whatever the chunkings, options and models."""
 import asyncio
 import os
+import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +11,13 @@ import pytest
 import torch
 
 from streamrnn.acoustic import AcousticStream, run_streams
-from streamrnn.audio import N_MELS, read_audio
+from streamrnn.audio import N_MELS, AudioError, read_audio
 from streamrnn.batcher import Batcher, EngineError
 from streamrnn.client import file_chunks, stream_audio
 from streamrnn.config import BatchingConfig, Config, ModelConfig
 from streamrnn.engine import Recognizer, SessionOptions
 from streamrnn.service import RecognitionService, ServiceError
-from streamrnn.workers import EngineWorkers, worker_config
+from streamrnn.workers import EngineWorkers, portable, worker_config
 
 from conftest import speech_sample, tiny_config
 from daemon import Daemon, metric
@@ -231,6 +233,35 @@ def test_a_dead_worker_fails_its_sessions_and_spares_the_rest(tiny_workers):
                 await asyncio.sleep(0.1)
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_bad_chunk_in_a_worker_fails_only_its_own_session(tiny_workers):
+    chunk = np.zeros(1600, dtype="<f4").tobytes()
+
+    async def scenario():
+        sessions = [tiny_workers.open(SessionOptions(encoding="f32le")) for _ in range(4)]
+        chunks = [chunk, chunk[:-1], chunk, chunk]  # sessions 0 and 2 share a worker, 1 and 3 the other
+        return await asyncio.gather(*(tiny_workers.submit(s, c) for s, c in zip(sessions, chunks)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert isinstance(results[1], AudioError) and "multiple of 4" in str(results[1])
+    assert all(isinstance(results[k], list) for k in (0, 2, 3))
+
+
+class NeedsTwoArguments(Exception):
+    def __init__(self, first, second):
+        super().__init__(f"{first} {second}")
+
+
+def test_an_error_that_cannot_cross_the_pipe_becomes_an_engine_error():
+    assert portable([{"type": "partial"}]) == [{"type": "partial"}]
+    assert isinstance(portable(AudioError("odd")), AudioError)
+    unpicklable = RuntimeError(threading.Lock())
+    for error in (NeedsTwoArguments(1, 2), unpicklable):
+        converted = portable(error)
+        assert isinstance(converted, EngineError) and type(error).__name__ in str(converted)
+        pickle.loads(pickle.dumps(converted))
 
 
 def test_the_service_reports_a_dead_worker_as_engine_failed(tiny_models):
