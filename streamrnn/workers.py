@@ -81,12 +81,7 @@ class Worker:
             while True:
                 kind, *fields = self.connection.recv()
                 if kind == "results":
-                    answers, seconds, size = fields
-                    with self.lock:
-                        settlements = [(self.pending.pop(request, None), result) for request, result in answers]
-                    if seconds is not None:
-                        record_batch(seconds, size)
-                    settle_all([(future, result) for future, result in settlements if future is not None])
+                    self.settle(*fields)
                 elif kind == "ready":
                     self.ready.set()
                 elif kind == "failed":
@@ -96,6 +91,17 @@ class Worker:
             self.process.join(5)
             self.fail(f"engine worker {self.index} died (exit code {self.process.exitcode}); "
                       "its sessions are lost")
+        except Exception as err:  # a message that cannot be read: its sessions must not wait forever
+            self.fail(f"engine worker {self.index} sent a message that cannot be read ({err!r}); "
+                      "its sessions are lost")
+
+    def settle(self, answers: list[tuple[int, object]], seconds: float | None, size: int) -> None:
+        """A batch's results (or errors for chunks the worker could not run) to their futures."""
+        with self.lock:
+            futures = [(self.pending.pop(request, None), result) for request, result in answers]
+        if seconds is not None:
+            record_batch(seconds, size)
+        settle_all([(future, result) for future, result in futures if future is not None])
 
     def fail(self, reason: str) -> None:
         with self.lock:
