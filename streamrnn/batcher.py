@@ -35,9 +35,15 @@ def record_batch(seconds: float, size: int) -> None:
 
 def settle_jobs(jobs: list[Job], results: list, seconds: float | None) -> None:
     """The in-process `finish`: each job's reply is the future that awaits its result."""
+    settle_batch([(job.reply, result) for job, result in zip(jobs, results)], seconds)
+
+
+def settle_batch(settlements: list[tuple[asyncio.Future, object]], seconds: float | None) -> None:
+    """A batch's results to their futures, and its size and seconds to the metrics (seconds None:
+    errors for chunks that were never run, which are no batch)."""
     if seconds is not None:
-        record_batch(seconds, len(jobs))
-    settle_all([(job.reply, result) for job, result in zip(jobs, results)])
+        record_batch(seconds, len(settlements))
+    settle_all(settlements)
 
 
 class Batcher:

@@ -3,9 +3,9 @@
 MKL's float32 matrix multiply picks its kernel by the number of rows M. With torch's own weight
 layout (out, in), which reaches MKL transposed, a row's sums come out a few ulps different for
 M = 1, for small M, and for larger M (from about 6 to 16 rows, by shape, on this project's CPU);
-that can move a near-tie in the beam or the fourth decimal of a suggestion's probability. With the weights stored (in, out) (a transposed view of a
-contiguous copy) every M >= 2 gives the same bits for a row, wherever it sits in the batch; M = 1
-runs as a matrix-vector product and differs. So the models' weights are laid out that way, and
+that can move a near-tie in the beam or the fourth decimal of a suggestion's probability. With
+the weights stored (in, out) (a transposed view of a contiguous copy) every M >= 2 gives the same
+bits for a row, wherever it sits in the batch; M = 1 runs as a matrix-vector product and differs. So the models' weights are laid out that way, and
 every batch is given at least two rows (`MIN_ROWS`). tests/test_batching.py pins the bits.
 """
 from __future__ import annotations

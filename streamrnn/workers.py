@@ -19,7 +19,7 @@ import pickle
 import threading
 import weakref
 
-from .batcher import Batcher, EngineError, Job, record_batch, settle_all
+from .batcher import Batcher, EngineError, Job, settle_all, settle_batch
 from .config import Config
 from .engine import Recognizer, Session, SessionOptions
 
@@ -95,13 +95,11 @@ class Worker:
             self.fail(f"engine worker {self.index} sent a message that cannot be read ({err!r}); "
                       "its sessions are lost")
 
-    def settle(self, answers: list[tuple[int, object]], seconds: float | None, size: int) -> None:
+    def settle(self, answers: list[tuple[int, object]], seconds: float | None) -> None:
         """A batch's results (or errors for chunks the worker could not run) to their futures."""
         with self.lock:
             futures = [(self.pending.pop(request, None), result) for request, result in answers]
-        if seconds is not None:
-            record_batch(seconds, size)
-        settle_all([(future, result) for future, result in futures if future is not None])
+        settle_batch([(future, result) for future, result in futures if future is not None], seconds)
 
     def fail(self, reason: str) -> None:
         with self.lock:
@@ -196,7 +194,7 @@ def worker_main(config: Config, connection) -> None:
 
     def answer(jobs: list[Job], results: list, seconds: float | None = None) -> None:
         """One message for a batch's results (each job's reply is its request number)."""
-        send(("results", [(job.reply, portable(result)) for job, result in zip(jobs, results)], seconds, len(jobs)))
+        send(("results", [(job.reply, portable(result)) for job, result in zip(jobs, results)], seconds))
 
     try:
         recognizer = Recognizer(config)
