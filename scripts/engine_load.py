@@ -19,9 +19,9 @@ import cProfile
 import json
 import time
 
-from streamrnn.bench import pcm_chunks, speech_clips, stream_audio_for
 from streamrnn.config import load_config
-from streamrnn.engine import Recognizer, SessionOptions
+from streamrnn.engine.recognizer import Recognizer, SessionOptions
+from streamrnn.tools.bench import pcm_chunks, speech_clips, stream_audio_for
 
 
 class Side:

@@ -1,3 +1,3 @@
-from .cli import main
+from streamrnn.cli import main
 
 main()

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from .audio import N_MELS
-from .invariance import MIN_ROWS, is_batch_invariant
-from .tokens import VOCAB_SIZE
+from streamrnn.audio import N_MELS
+from streamrnn.invariance import MIN_ROWS, is_batch_invariant
+from streamrnn.tokens import VOCAB_SIZE
 
 
 @dataclass

@@ -35,6 +35,29 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     return samples.mean(axis=1), rate
 
 
+def load_for_streaming(path) -> tuple[np.ndarray, int]:
+    """A file's samples at a rate the engine takes (rare rates resampled to 16 kHz first)."""
+    samples, rate = read_audio(path)
+    if len(samples) == 0:
+        raise AudioError(f"{path} has no audio samples")
+    if rate not in SUPPORTED_RATES:
+        return resample(samples, rate, SAMPLE_RATE), SAMPLE_RATE
+    return samples, rate
+
+
+def load_16k(path) -> np.ndarray:
+    """A file's samples at 16 kHz, whatever its own rate."""
+    samples, rate = load_for_streaming(path)
+    return samples if rate == SAMPLE_RATE else resample(samples, rate, SAMPLE_RATE)
+
+
+def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    """A whole signal at another rate (the streaming frontend has its own, chunk by chunk)."""
+    if rate == new_rate:
+        return samples
+    return torchaudio.functional.resample(torch.from_numpy(samples), rate, new_rate).numpy()
+
+
 def chunks(samples: np.ndarray, rate: int, chunk_ms: int | None):
     """Consecutive pieces of `chunk_ms` milliseconds (the last may be shorter); the whole
     signal as one piece when chunk_ms is None."""

@@ -5,7 +5,7 @@ loses what it had earned, so only whole phrases keep their boost.
 """
 from __future__ import annotations
 
-from .tokens import normalize
+from streamrnn.tokens import normalize
 
 
 class PhraseTrie:

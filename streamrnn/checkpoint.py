@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .acoustic import AcousticConfig, AcousticModel
-from .lm import LanguageModel, LMConfig
+from streamrnn.acoustic import AcousticConfig, AcousticModel
+from streamrnn.lm import LanguageModel, LMConfig
 
 
 class ModelError(RuntimeError):

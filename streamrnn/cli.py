@@ -6,11 +6,11 @@ import json
 import sys
 from contextlib import nullcontext
 
-from .audio import AudioError
-from .checkpoint import ModelError
-from .config import ConfigError, load_config, validate
-from .peer import PeerError
-from .synth import SynthError
+from streamrnn.audio import AudioError
+from streamrnn.checkpoint import ModelError
+from streamrnn.config import ConfigError, load_config, validate
+from streamrnn.tools.peer import PeerError
+from streamrnn.train.synth import SynthError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,11 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="the LM's log-probability and perplexity of a sentence")
     score.add_argument("text")
 
-    from . import bench, remote
+    from streamrnn import remote
+    from streamrnn.tools import bench
     remote.add_arguments(commands)
     bench.add_arguments(commands.add_parser(
         "bench", help="concurrent real-time streams against a daemon: latency, RTF, capacity"))
-    from . import soak
+    from streamrnn.tools import soak
     soak.add_arguments(commands)
 
     key = commands.add_parser("key", help="API keys for the daemon's [auth] section")
@@ -70,22 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the acoustic or language model")
     kinds = train.add_subparsers(dest="kind", required=True)
-    from . import train_am, train_lm
+    from streamrnn.train import am as train_am
+    from streamrnn.train import lm as train_lm
     train_am.add_arguments(kinds.add_parser("am", help="train the CTC acoustic model"))
     train_lm.add_arguments(kinds.add_parser("lm", help="train the word LSTM language model"))
 
-    from . import synth
+    from streamrnn.train import synth
     synth.add_arguments(commands.add_parser("synth", help="synthetic training speech from text (TTS voices)"))
     return parser
 
 
 def recognizer(args):
-    from .engine import Recognizer
+    from streamrnn.engine.recognizer import Recognizer
     return Recognizer(load_config(args.config))
 
 
 def run_serve(args) -> None:
-    from . import daemon
+    from streamrnn.serve import daemon
     config = load_config(args.config)
     for key, value in (("host", args.host), ("http_port", args.port), ("grpc_port", args.grpc_port)):
         if value is not None:
@@ -97,7 +99,7 @@ def run_serve(args) -> None:
 
 
 def run_transcribe(args) -> None:
-    from .transcribe import stream_file
+    from streamrnn.engine.transcribe import stream_file
     engine = recognizer(args)
     live = sys.stdout.isatty() and not args.json
     for path in args.audio:
@@ -113,8 +115,13 @@ def run_transcribe(args) -> None:
 
 
 def run_eval(args) -> None:
-    from .evaluate import Streamrnn, evaluate, results_table, summary_lines
-    from .peer import PEERS
+    from streamrnn.tools.evaluate import (
+        Streamrnn,
+        evaluate,
+        results_table,
+        summary_lines,
+    )
+    from streamrnn.tools.peer import PEERS
     if args.chunk_ms <= 0 or args.limit < 0 or args.sample < 0:
         raise ValueError("--chunk-ms must be positive, --limit and --sample not negative")
     systems = [Streamrnn(recognizer(args))] + [PEERS[name]() for name in dict.fromkeys(args.peer)]
@@ -132,7 +139,7 @@ def run_eval(args) -> None:
 
 
 def run_eval_lm(args) -> None:
-    from .lm_eval import evaluate_lms, results_table, summary_line
+    from streamrnn.tools.lm_eval import evaluate_lms, results_table, summary_line
     if args.max_test_tokens < 0:
         raise ValueError(f"--max-test-tokens must not be negative, got {args.max_test_tokens}")
     result = evaluate_lms(language_model(args), args.train, args.test, args.order, args.max_test_tokens)
@@ -144,25 +151,25 @@ def run_eval_lm(args) -> None:
 
 
 def language_model(args):
-    from .engine import load_language_model
+    from streamrnn.engine.recognizer import load_language_model
     return load_language_model(load_config(args.config))
 
 
 def run_suggest(args) -> None:
-    from .engine import text_suggestions
+    from streamrnn.engine.recognizer import text_suggestions
     for item in text_suggestions(language_model(args), args.text, args.count):
         print(f"{item['word']}\t{item['p']:.4f}")
 
 
 def run_score(args) -> None:
-    from .engine import text_score
+    from streamrnn.engine.recognizer import text_score
     result = text_score(language_model(args), args.text)
     print(f"log_prob {result['log_prob']:.3f}")
     print(f"perplexity {result['perplexity']:.2f}")
 
 
 def run_key(args) -> None:
-    from .auth import key_config_line, new_secret
+    from streamrnn.serve.auth import key_config_line, new_secret
     key = new_secret()
     print(key)
     print("# the key above is for the client; the daemon keeps only its hash: put this line under [auth]")
@@ -171,27 +178,28 @@ def run_key(args) -> None:
 
 
 def run_train(args) -> None:
-    from . import train_am, train_lm
+    from streamrnn.train import am as train_am
+    from streamrnn.train import lm as train_lm
     (train_am if args.kind == "am" else train_lm).main(args)
 
 
 def run_synth(args) -> None:
-    from . import synth
+    from streamrnn.train import synth
     synth.main(args, load_config(args.config).synth)
 
 
 def run_bench(args) -> None:
-    from . import bench
+    from streamrnn.tools import bench
     bench.main(args)
 
 
 def run_soak(args) -> None:
-    from . import soak
+    from streamrnn.tools import soak
     soak.main(args)
 
 
 def run_remote(args) -> None:
-    from . import remote
+    from streamrnn import remote
     remote.run(args)
 
 

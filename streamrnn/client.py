@@ -4,7 +4,7 @@
         print(event)
 
 Every call takes `api_key` (when the daemon has keys configured) and, for wss:// URLs,
-`ssl` (an ssl.SSLContext, e.g. from streamrnn.tls.client_context(ca="cert.pem")).
+`ssl` (an ssl.SSLContext, e.g. from streamrnn.serve.tls.client_context(ca="cert.pem")).
 """
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ from contextlib import aclosing
 
 import numpy as np
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    InvalidMessage,
+)
 
-from .audio import chunks
-from .transcribe import load_for_streaming
+from streamrnn.audio import chunks, load_for_streaming
 
 
 class ServerError(Exception):
@@ -290,9 +293,9 @@ class GrpcClient:
                  ca: str | None = None):
         import grpc
 
-        from .proto import streamrnn_pb2 as pb
-        from .proto import streamrnn_pb2_grpc as pb_grpc
-        from .tls import grpc_channel_credentials
+        from streamrnn.proto import streamrnn_pb2 as pb
+        from streamrnn.proto import streamrnn_pb2_grpc as pb_grpc
+        from streamrnn.serve.tls import grpc_channel_credentials
         self.pb = pb
         if credentials is None and (tls or ca):
             credentials = grpc_channel_credentials(ca)
@@ -309,7 +312,7 @@ class GrpcClient:
     @staticmethod
     def config(sample_rate=16000, encoding="pcm_s16le", interim_results=True, suggestions=None, phrases=()):
         """A RecognitionConfig message (the session's options, named as in the WebSocket API)."""
-        from .proto import streamrnn_pb2 as pb
+        from streamrnn.proto import streamrnn_pb2 as pb
         encodings = {"pcm_s16le": pb.PCM_S16LE, "f32le": pb.F32LE}
         return pb.RecognitionConfig(sample_rate=sample_rate, encoding=encodings[encoding],
                                     interim_results=interim_results, suggestions=suggestions, phrases=list(phrases))

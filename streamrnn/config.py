@@ -8,6 +8,8 @@ from pathlib import Path
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN = "builtin"
+NOISE_TYPES = ("babble", "white", "pink", "brown")  # [training] noise_types
+VOICES = ("espeak", "flite", "piper")  # [synth] voices
 
 
 @dataclass
@@ -124,6 +126,42 @@ class Config:
     resume: ResumeConfig = field(default_factory=ResumeConfig)
 
 
+@dataclass
+class Augmentation:
+    noise_probability: float = 0.0
+    noise_types: tuple[str, ...] = NOISE_TYPES
+    snr_db: tuple[float, float] = (5.0, 25.0)
+    reverb_probability: float = 0.0
+    rt60_s: tuple[float, float] = (0.2, 0.8)
+
+    def __post_init__(self):
+        for name in ("noise_probability", "reverb_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be 0..1, got {getattr(self, name)}")
+        unknown = set(self.noise_types) - set(NOISE_TYPES)
+        if unknown or not self.noise_types:
+            raise ValueError(f"noise_types must be some of {', '.join(NOISE_TYPES)}, got {list(self.noise_types)}")
+        if self.rt60_s[0] < 0.01:
+            raise ValueError(f"reverb_rt60_s must be at least 0.01 s, got {list(self.rt60_s)}")
+
+    @classmethod
+    def from_config(cls, training) -> "Augmentation":
+        """From the [training] section (or its command-line overrides)."""
+        return cls(float(training.noise_probability), tuple(training.noise_types),
+                   range_of("noise_snr_db", training.noise_snr_db), float(training.reverb_probability),
+                   range_of("reverb_rt60_s", training.reverb_rt60_s))
+
+    @property
+    def active(self) -> bool:
+        return self.noise_probability > 0 or self.reverb_probability > 0
+
+
+def range_of(name: str, values) -> tuple[float, float]:
+    if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) or values[0] > values[1]:
+        raise ValueError(f"{name} must be [low, high], got {list(values)}")
+    return float(values[0]), float(values[1])
+
+
 class ConfigError(ValueError):
     pass
 
@@ -182,8 +220,6 @@ def validate(config: Config, where: str) -> None:
 
 
 def training_checks(training: TrainingConfig, synth: SynthConfig) -> list[tuple[bool, str]]:
-    from .augment import Augmentation
-    from .synth import VOICES
     try:
         Augmentation.from_config(training)
         augmentation_error = ""

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .biasing import PhraseTrie
-from .config import DecoderConfig, EndpointConfig
-from .tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
+from streamrnn.biasing import PhraseTrie
+from streamrnn.config import DecoderConfig, EndpointConfig
+from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
 
 NEG_INF = -math.inf
 ROUNDING_SLACK = 1e-6  # pruning tests are loosened by this much, so rounding never prunes a contender

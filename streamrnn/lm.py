@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .invariance import MIN_ROWS, is_batch_invariant, padded_rows
+from streamrnn.invariance import MIN_ROWS, is_batch_invariant, padded_rows
 
 BOUNDARY = "</s>"  # sentence boundary: what the model reads first and predicts last
 UNKNOWN = "<unk>"

@@ -9,9 +9,8 @@ import sys
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from .client import ServerError, file_chunks, paced, stream_audio, subscribe
-from .tls import client_context
-
+from streamrnn.client import ServerError, file_chunks, paced, stream_audio, subscribe
+from streamrnn.serve.tls import client_context
 
 RESUME_FAILURES = ("unknown_session", "resume_expired", "session_ended", "shutting_down")
 

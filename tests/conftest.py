@@ -10,9 +10,9 @@ import torch
 from streamrnn.acoustic import AcousticConfig, AcousticModel
 from streamrnn.checkpoint import save_model
 from streamrnn.config import Config
-from streamrnn.engine import Recognizer
+from streamrnn.engine.recognizer import Recognizer
 from streamrnn.lm import LanguageModel, LMConfig
-from streamrnn.soak import ChaosProxy
+from streamrnn.tools.soak import ChaosProxy
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEECH = SHARED_DATA / "speech"

@@ -1,7 +1,7 @@
 """A real `streamrnn serve` process on loopback, for end-to-end tests."""
 import urllib.request
 
-from streamrnn.daemon_process import READY, Daemon  # noqa: F401
+from streamrnn.tools.daemon_process import READY, Daemon  # noqa: F401
 
 
 def metric(daemon: Daemon, prefix: str) -> float:

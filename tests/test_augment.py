@@ -5,10 +5,24 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import SPEECH, needs_shared_data, speech_sample
-from streamrnn.augment import Augmentation, apply, coloured_noise, draw, power, room_impulse_response, reverberate
-from streamrnn.data import augmented_features, cached_features, load_manifest, speech_16k, speech_bank
+
+from streamrnn.manifest import load_manifest
+from streamrnn.train.augment import (
+    Augmentation,
+    apply,
+    coloured_noise,
+    draw,
+    power,
+    reverberate,
+    room_impulse_response,
+)
+from streamrnn.train.features import (
+    augmented_features,
+    cached_features,
+    speech_16k,
+    speech_bank,
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +139,8 @@ def test_feature_cache_of_thousands_of_utterances_needs_no_file_per_utterance(tm
 import resource, sys
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-from streamrnn.data import cached_features, load_manifest
+from streamrnn.manifest import load_manifest
+from streamrnn.train.features import cached_features
 utterances = load_manifest("{SPEECH / 'fsdd.jsonl'}", "train")[:400]
 features = cached_features(utterances, 1.0, Path("{tmp_path}"), "fsdd", workers=2)
 print(len(features), sum(len(f) for f in features))

@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import speech_sample, tiny_config
+from daemon import Daemon, metric
 
 from streamrnn.acoustic import AcousticStream, run_streams
 from streamrnn.audio import N_MELS, AudioError, read_audio
-from streamrnn.batcher import Batcher, EngineError
 from streamrnn.client import file_chunks, stream_audio
 from streamrnn.config import BatchingConfig, Config, ModelConfig
-from streamrnn.engine import Recognizer, SessionOptions
-from streamrnn.service import RecognitionService, ServiceError
-from streamrnn.workers import EngineWorkers, portable, worker_config
-
-from conftest import speech_sample, tiny_config
-from daemon import Daemon, metric
+from streamrnn.engine.backend import build_engine
+from streamrnn.engine.batcher import Batcher, EngineError
+from streamrnn.engine.recognizer import Recognizer, SessionOptions
+from streamrnn.engine.workers import EngineWorkers, portable, worker_config
+from streamrnn.serve.service import RecognitionService, ServiceError
 
 CHUNKINGS = [[1600], [160], [7, 3000, 161, 16000, 1, 999, 4410], [16000], [4800, 320]]
 OPTIONS = [{}, {"phrases": ["KUBERNETES", "THE WORLD"]}, {"interim_results": False}, {"suggestions": 2}, {}]
@@ -265,7 +265,9 @@ def test_an_error_that_cannot_cross_the_pipe_becomes_an_engine_error():
 
 
 def test_the_service_reports_a_dead_worker_as_engine_failed(tiny_models):
-    service = RecognitionService(Recognizer(tiny_config(tiny_models)), batching=BatchingConfig(engine_processes=1))
+    config = tiny_config(tiny_models)
+    config.batching = BatchingConfig(engine_processes=1)
+    service = RecognitionService(*build_engine(config))
 
     async def scenario():
         live = service.open(SessionOptions(encoding="f32le"), "test")

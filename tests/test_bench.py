@@ -5,10 +5,10 @@ import subprocess
 import sys
 import time
 
-from streamrnn import procstats
-from streamrnn.bench import DaemonProbe
-
 from conftest import speech_sample
+
+from streamrnn import procstats
+from streamrnn.tools.bench import DaemonProbe
 
 
 def test_bench_reports_latency_rtf_capacity_and_peer(tmp_path):

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
-from streamrnn.config import ASSETS, load_config
-from streamrnn.metrics import edit_distance
-
 from conftest import ProxyThread
 from daemon import Daemon
+
+from streamrnn.config import ASSETS, load_config
+from streamrnn.wer import edit_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -85,8 +84,8 @@ def fake_microphone_wav(directory: Path) -> tuple[Path, float]:
 
 def engine_finals(wav: Path, config_file: Path | None) -> list[dict]:
     """The finals the engine itself makes of the file, streamed in-process."""
-    from streamrnn.engine import Recognizer
-    from streamrnn.transcribe import stream_file
+    from streamrnn.engine.recognizer import Recognizer
+    from streamrnn.engine.transcribe import stream_file
     recognizer = Recognizer(load_config(config_file))
     return [event for event in stream_file(recognizer, wav) if event["type"] == "final"]
 

@@ -3,14 +3,13 @@ import math
 
 import numpy as np
 import torch
+from conftest import speech_sample, tiny_config
 
 from streamrnn.audio import read_audio
 from streamrnn.config import DecoderConfig, EndpointConfig
 from streamrnn.decoding import NEG_INF, Decoder, log_add
-from streamrnn.engine import Recognizer, SessionOptions
+from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.tokens import ALPHABET, BLANK, SPACE, VOCAB_SIZE
-
-from conftest import speech_sample, tiny_config
 
 STEP_S = 0.04
 

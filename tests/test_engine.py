@@ -1,14 +1,13 @@
 """The engine API: sessions, events, suggestions, and clear errors for bad input."""
 import numpy as np
 import pytest
+from conftest import speech_sample, tiny_config
 
 from streamrnn.audio import AudioError
 from streamrnn.checkpoint import ModelError, load_model
 from streamrnn.config import Config
-from streamrnn.engine import Recognizer, SessionOptions
-from streamrnn.transcribe import final_text, stream_file
-
-from conftest import speech_sample, tiny_config
+from streamrnn.engine.recognizer import Recognizer, SessionOptions
+from streamrnn.engine.transcribe import final_text, stream_file
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +100,7 @@ def test_closed_session_refuses_audio(tiny):
 def test_default_model_transcribes_real_speech(default_recognizer):
     """A guard against shipping a broken model: an untrained one scores a CER near 100%.
     (The interim default model's words are still mostly wrong: see BENCHMARKS.md.)"""
-    from streamrnn.metrics import edit_distance
+    from streamrnn.wer import edit_distance
     path, reference = speech_sample("librispeech-mini", index=5)
     text = final_text(stream_file(default_recognizer, path, chunk_ms=160))
     assert edit_distance(reference, text) / len(reference) < 0.6, (reference, text)
@@ -154,7 +153,8 @@ def test_long_pause_in_real_speech_gives_two_finals(default_recognizer):
 
 def test_int8_quantized_models_transcribe_real_speech_close_to_float(default_recognizer):
     from torch.ao.nn.quantized import dynamic
-    from streamrnn.metrics import edit_distance
+
+    from streamrnn.wer import edit_distance
     config = Config()
     config.model.device, config.model.quantize = "cpu", "int8"
     quantized = Recognizer(config)

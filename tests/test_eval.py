@@ -2,11 +2,10 @@
 import json
 
 import pytest
-
-from streamrnn.evaluate import spread
-
 from conftest import SPEECH, needs_shared_data
 from test_cli import streamrnn, tiny_config_file  # noqa: F401 (fixture)
+
+from streamrnn.tools.evaluate import spread
 
 
 def subset_manifest(tmp_path, name, lines):

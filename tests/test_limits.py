@@ -10,16 +10,15 @@ import time
 import grpc
 import numpy as np
 import pytest
+from conftest import tiny_daemon_config
+from daemon import Daemon, metric
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from streamrnn.client import GrpcClient, event_from_proto, paced, stream_audio
 from streamrnn.config import load_config
-from streamrnn.engine import Recognizer, SessionOptions
-from streamrnn.hub import Hub
-
-from conftest import tiny_daemon_config
-from daemon import Daemon, metric
+from streamrnn.engine.recognizer import Recognizer, SessionOptions
+from streamrnn.serve.hub import Hub
 
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})
 CHUNK_S = 0.1

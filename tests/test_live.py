@@ -2,11 +2,17 @@
 import asyncio
 import json
 
-
-from streamrnn.client import GrpcClient, event_from_proto, file_chunks, paced, stream_audio, subscribe
-from streamrnn.transcribe import final_text, stream_file
-
 from conftest import SPEECH, needs_shared_data, speech_sample
+
+from streamrnn.client import (
+    GrpcClient,
+    event_from_proto,
+    file_chunks,
+    paced,
+    stream_audio,
+    subscribe,
+)
+from streamrnn.engine.transcribe import final_text, stream_file
 
 
 def expected_text(recognizer, path, chunk_ms=100):

@@ -1,13 +1,12 @@
 """The Kneser-Ney n-gram baseline: normalised distributions, exact top-k, better than a unigram."""
 import numpy as np
 import pytest
-
-from streamrnn.corpus import corpus_sentences
-from streamrnn.lm import Vocabulary
-from streamrnn.ngram import KneserNey
-from streamrnn.train_lm import stream_ids
-
 from conftest import SHARED_DATA, needs_shared_data
+
+from streamrnn.lm import Vocabulary
+from streamrnn.tools.ngram import KneserNey
+from streamrnn.train.corpus import corpus_sentences
+from streamrnn.train.lm import stream_ids
 
 VOCAB = 50
 

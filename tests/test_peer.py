@@ -1,10 +1,9 @@
 """PocketSphinx, the peer recognizer, on real speech."""
 import pytest
-
-from streamrnn.metrics import ErrorRate
-from streamrnn.transcribe import load_16k
-
 from conftest import speech_sample
+
+from streamrnn.audio import load_16k
+from streamrnn.wer import ErrorRate
 
 pytest.importorskip("pocketsphinx")
 
@@ -16,7 +15,7 @@ def word_error_rate(reference, hypothesis):
 
 
 def test_transcribes_read_speech_streaming_and_offline_independently_of_earlier_audio():
-    from streamrnn.peer import PocketSphinx
+    from streamrnn.tools.peer import PocketSphinx
     peer = PocketSphinx()
     path, reference = speech_sample("librispeech-mini", 23)  # CLOSED THE DOOR CAREFULLY AND ...
     samples = load_16k(path)

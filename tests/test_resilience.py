@@ -14,14 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import soundfile
-from websockets.asyncio.client import connect
-
-from streamrnn.client import Backoff, GrpcClient, event_from_proto, file_chunks, stream_audio, subscribe
-from streamrnn.proto import streamrnn_pb2 as pb
-from streamrnn.soak import ChaosProxy, clip_chunks, finals_of, noise_clip
-
 from conftest import ProxyThread, tiny_daemon_config
 from daemon import Daemon
+from websockets.asyncio.client import connect
+
+from streamrnn.client import (
+    Backoff,
+    GrpcClient,
+    event_from_proto,
+    file_chunks,
+    stream_audio,
+    subscribe,
+)
+from streamrnn.proto import streamrnn_pb2 as pb
+from streamrnn.tools.soak import ChaosProxy, clip_chunks, finals_of, noise_clip
 
 CONFIG = {"type": "config", "sample_rate": 16000, "encoding": "f32le"}
 # Short utterances: many finals per clip, so a drop falls between finals.

@@ -19,19 +19,18 @@ import grpc
 import numpy as np
 import pytest
 import soundfile
+from conftest import tiny_daemon_config
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from daemon import Daemon
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamrnn.auth import key_hash
 from streamrnn.client import GrpcClient, ServerError, event_from_proto, subscribe
-from streamrnn.tls import client_context
-
-from conftest import tiny_daemon_config
-from daemon import Daemon
+from streamrnn.serve.auth import key_hash
+from streamrnn.serve.tls import client_context
 
 KEY = "test-key-for-the-locked-daemon"
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})

@@ -4,10 +4,10 @@ from collections import Counter
 
 import pytest
 import soundfile
-
 from conftest import SPEECH, needs_shared_data
-from streamrnn.data import Utterance
-from streamrnn.sources import Source, epoch_order, load_source, split_weight
+
+from streamrnn.manifest import Utterance
+from streamrnn.train.sources import Source, epoch_order, load_source, split_weight
 
 
 def make_librispeech(root, subset="train-clean-100", count=4):

@@ -1,14 +1,13 @@
 """Invariant 1: streaming equals offline, for any chunking, LSTM and GRU."""
 import pytest
 import torch
+from conftest import speech_sample, tiny_config
 
 from streamrnn.acoustic import AcousticStream
 from streamrnn.audio import Frontend
 from streamrnn.checkpoint import load_model
-from streamrnn.engine import Recognizer, SessionOptions
-from streamrnn.transcribe import final_text
-
-from conftest import speech_sample, tiny_config
+from streamrnn.engine.recognizer import Recognizer, SessionOptions
+from streamrnn.engine.transcribe import final_text
 
 
 def chunks(samples, sizes):

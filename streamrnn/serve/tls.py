@@ -4,7 +4,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from .config import ConfigError, TlsConfig
+from streamrnn.config import ConfigError, TlsConfig
 
 
 def read_pem(path: str, what: str) -> bytes:

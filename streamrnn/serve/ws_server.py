@@ -16,10 +16,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from . import telemetry
-from .auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
-from .engine import SessionOptions
-from .service import RecognitionService, ServiceError
+from streamrnn.engine.recognizer import SessionOptions
+from streamrnn.serve import telemetry
+from streamrnn.serve.auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
+from streamrnn.serve.service import RecognitionService, ServiceError
 
 log = logging.getLogger("streamrnn.ws")
 WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"),

@@ -7,15 +7,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .acoustic import AcousticConfig, AcousticModel
-from .checkpoint import SaveClock, load_training_state, save_model, save_training_state
-from .augment import NOISE_TYPES, Augmentation
-from .config import load_config
-from .data import augmented_features, cached_features, length_batches, normalization_stats
-from .metrics import ErrorRate
-from .progress import TrainingLog
-from .sources import epoch_order, load_source
-from .tokens import BLANK, decode, encode
+from streamrnn.acoustic import AcousticConfig, AcousticModel
+from streamrnn.checkpoint import (
+    SaveClock,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+from streamrnn.config import NOISE_TYPES, Augmentation, load_config
+from streamrnn.tokens import BLANK, decode, encode
+from streamrnn.train.features import (
+    augmented_features,
+    cached_features,
+    length_batches,
+    normalization_stats,
+)
+from streamrnn.train.progress import TrainingLog
+from streamrnn.train.sources import epoch_order, load_source
+from streamrnn.wer import ErrorRate
 
 
 def spec_augment(features: torch.Tensor, fill: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

@@ -5,7 +5,6 @@ sit on this."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 import uuid
@@ -13,16 +12,16 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import telemetry
-from .audio import AudioError
-from .auth import new_secret, same_secret
-from .batcher import Batcher, EngineError
-from .config import BatchingConfig, LimitsConfig, ResumeConfig
-from .engine import Recognizer, Session, SessionOptions
-from .hub import Hub, Subscription
-from .workers import EngineWorkers
+from streamrnn.audio import AudioError
+from streamrnn.config import LimitsConfig, ResumeConfig
+from streamrnn.engine.backend import Engine, SessionHandle
+from streamrnn.engine.batcher import EngineError
+from streamrnn.engine.recognizer import Recognizer, SessionOptions
+from streamrnn.serve import telemetry
+from streamrnn.serve.auth import new_secret, same_secret
+from streamrnn.serve.hub import Hub, Subscription
 
-log = logging.getLogger("streamrnn.service")
+log = logging.getLogger("streamrnn.serve.service")
 MAX_REPLAY = 256  # finals kept per session for clients that resume
 MAX_FORGOTTEN = 10000  # ids of sessions whose resume window passed, for a precise error
 
@@ -41,7 +40,7 @@ class ServiceError(Exception):
 @dataclass
 class LiveSession:
     id: str
-    session: Session
+    session: SessionHandle
     hub: Hub = field(default_factory=Hub)
     read_token: str = field(default_factory=new_secret)  # what a subscriber must show
     resume_token: str = field(default_factory=new_secret)  # what a returning client must show
@@ -63,9 +62,12 @@ class LiveSession:
 
 
 class RecognitionService:
-    def __init__(self, recognizer: Recognizer, max_sessions: int = 256, limits: LimitsConfig | None = None,
-                 batching: BatchingConfig | None = None, resume: ResumeConfig | None = None):
+    def __init__(self, recognizer: Recognizer, engine: Engine, max_sessions: int = 256,
+                 limits: LimitsConfig | None = None, resume: ResumeConfig | None = None):
+        """Session audio goes through `engine`; LM-only requests (suggest, score) through
+        `recognizer`, on a thread of this service. Either way the event loop stays free."""
         self.recognizer = recognizer
+        self.engine = engine
         self.max_sessions = max_sessions
         self.limits = limits or LimitsConfig()
         self.resume_config = resume or ResumeConfig()
@@ -73,14 +75,6 @@ class RecognitionService:
         self.ended: dict[str, LiveSession] = {}  # ended at eof, kept for the resume window
         self.forgotten: OrderedDict[str, tuple[str, str]] = OrderedDict()  # old id -> error code, message
         self.draining = False
-        # Session audio goes through the engine (a batcher thread, or worker processes); LM-only
-        # requests (suggest, score) through this thread. Either way the event loop stays free.
-        batching = batching or BatchingConfig()
-        if batching.engine_processes:
-            self.engine = EngineWorkers(dataclasses.replace(recognizer.config, batching=batching),
-                                        batching.engine_processes)
-        else:
-            self.engine = Batcher(recognizer, batching.max_batch, batching.max_wait_ms)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
 
     async def run(self, function, *args):

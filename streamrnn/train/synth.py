@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-import torch
-import torchaudio
 
-from .audio import SAMPLE_RATE
-from .corpus import corpus_sentences
+from streamrnn.audio import SAMPLE_RATE, resample
+from streamrnn.config import VOICES
+from streamrnn.train.corpus import corpus_sentences
 
-VOICES = ("espeak", "flite", "piper")
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
                   "en-029", "en-us-nyc")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
@@ -36,11 +34,6 @@ def run_tool(command: list[str]) -> bytes:
         return subprocess.run(command, capture_output=True, check=True, timeout=120).stdout
     except subprocess.CalledProcessError as err:
         raise SynthError(f"{' '.join(command[:3])} failed: {err.stderr.decode(errors='replace').strip()}") from err
-
-
-def resample_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    tensor = torch.from_numpy(np.asarray(samples, dtype=np.float32))
-    return torchaudio.functional.resample(tensor, rate, SAMPLE_RATE).numpy() if rate != SAMPLE_RATE else tensor.numpy()
 
 
 def espeak(text: str, rate: float, rng: np.random.Generator) -> tuple[np.ndarray, int, str]:
@@ -110,7 +103,7 @@ def synthesize(sources: list[str], out: Path, count: int, voices: list[str], rat
         for index, text in enumerate(sentences):
             rate = float(rng.uniform(*rates))
             samples, sample_rate, speaker = speakers[index % len(speakers)](text.lower(), rate, rng)
-            samples16 = resample_16k(samples, sample_rate)
+            samples16 = resample(np.asarray(samples, dtype=np.float32), sample_rate, SAMPLE_RATE)
             audio = f"audio/{index:06d}.flac"
             soundfile.write(out / audio, samples16, SAMPLE_RATE)
             record = {"audio": audio, "text": text, "duration": round(len(samples16) / SAMPLE_RATE, 3),

@@ -13,8 +13,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Callable
 
-from . import telemetry
-from .engine import Recognizer, Session, SessionOptions
+from streamrnn.engine.recognizer import Recognizer, Session, SessionOptions
 
 
 class EngineError(RuntimeError):
@@ -28,38 +27,38 @@ class Job:
     reply: object  # where its events (or its error) go: an asyncio future, or a worker's request number
 
 
-def record_batch(seconds: float, size: int) -> None:
-    telemetry.COMPUTE_SECONDS.inc(seconds)
-    telemetry.BATCH_SIZE.observe(size)
+BatchObserver = Callable[[float, int], None]  # told each batch's seconds and size
 
 
-def settle_jobs(jobs: list[Job], results: list, seconds: float | None) -> None:
-    """The in-process `finish`: each job's reply is the future that awaits its result."""
-    settle_batch([(job.reply, result) for job, result in zip(jobs, results)], seconds)
-
-
-def settle_batch(settlements: list[tuple[asyncio.Future, object]], seconds: float | None) -> None:
-    """A batch's results to their futures, and its size and seconds to the metrics (seconds None:
+def settle_batch(settlements: list[tuple[asyncio.Future, object]], seconds: float | None,
+                 on_batch: BatchObserver | None) -> None:
+    """A batch's results to their futures, and its seconds and size to `on_batch` (seconds None:
     errors for chunks that were never run, which are no batch)."""
-    if seconds is not None:
-        record_batch(seconds, len(settlements))
+    if seconds is not None and on_batch is not None:
+        on_batch(seconds, len(settlements))
     settle_all(settlements)
 
 
 class Batcher:
     def __init__(self, recognizer: Recognizer, max_batch: int = 64, max_wait_ms: float = 5.0,
-                 finish: Callable[[list[Job], list, float | None], None] = settle_jobs):
+                 finish: Callable[[list[Job], list, float | None], None] | None = None,
+                 on_batch: BatchObserver | None = None):
         """`finish(jobs, results, seconds)` hands results on, from the engine thread: a batch's, with
-        the seconds it took, or (seconds None) errors for jobs left when the engine stops."""
+        the seconds it took, or (seconds None) errors for jobs left when the engine stops. By
+        default each job's reply is the future that awaits its result."""
         self.recognizer = recognizer
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
-        self.finish = finish
+        self.finish = finish or self.settle_jobs
+        self.on_batch = on_batch
         self.pending: deque[Job] = deque()
         self.ready = threading.Condition()
         self.stopped = False
         self.thread = threading.Thread(target=self.work, name="engine-batcher", daemon=True)
         self.thread.start()
+
+    def settle_jobs(self, jobs: list[Job], results: list, seconds: float | None) -> None:
+        settle_batch([(job.reply, result) for job, result in zip(jobs, results)], seconds, self.on_batch)
 
     def open(self, options: SessionOptions) -> Session:
         return self.recognizer.session(options)

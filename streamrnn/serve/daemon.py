@@ -5,13 +5,13 @@ import asyncio
 import logging
 import signal
 
-from . import eventloop, tls
-from .auth import KeyCheck
-from .config import Config
-from .engine import Recognizer
-from .grpc_server import start_grpc
-from .service import RecognitionService
-from .ws_server import WebSocketServer
+from streamrnn.config import Config
+from streamrnn.engine.backend import build_engine
+from streamrnn.serve import eventloop, telemetry, tls
+from streamrnn.serve.auth import KeyCheck
+from streamrnn.serve.grpc_server import start_grpc
+from streamrnn.serve.service import RecognitionService
+from streamrnn.serve.ws_server import WebSocketServer
 
 log = logging.getLogger("streamrnn")
 
@@ -20,9 +20,8 @@ async def serve(config: Config) -> None:
     server_config = config.server
     ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
     keys = KeyCheck(config.auth.api_key_sha256)
-    recognizer = Recognizer(config, acoustic=not config.batching.engine_processes)
-    service = RecognitionService(recognizer, server_config.max_sessions, config.limits, config.batching,
-                                 config.resume)
+    recognizer, engine = build_engine(config, on_batch=telemetry.record_batch)
+    service = RecognitionService(recognizer, engine, server_config.max_sessions, config.limits, config.resume)
     websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(
         server_config.host, server_config.http_port)
     grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
-from . import procstats
+from streamrnn.serve import procstats
 
 REGISTRY = CollectorRegistry()
 SESSIONS_ACTIVE = Gauge("streamrnn_sessions_active", "Sessions open now", registry=REGISTRY)
@@ -27,6 +34,11 @@ RESIDENT_MEMORY = Gauge("streamrnn_resident_memory_bytes",
                         "Resident memory of the daemon and its engine worker processes together", registry=REGISTRY)
 RESIDENT_MEMORY.set_function(lambda: procstats.tree_resident_bytes(os.getpid()))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def record_batch(seconds: float, size: int) -> None:
+    COMPUTE_SECONDS.inc(seconds)
+    BATCH_SIZE.observe(size)
 
 
 def exposition() -> bytes:

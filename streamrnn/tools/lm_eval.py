@@ -18,11 +18,11 @@ import time
 import numpy as np
 import torch
 
-from .corpus import corpus_sentences
-from .lm import LMRunner, Vocabulary
-from .ngram import KneserNey
-from .report import markdown_table, percent
-from .train_lm import stream_ids
+from streamrnn.lm import LMRunner, Vocabulary
+from streamrnn.tools.ngram import KneserNey
+from streamrnn.tools.report import markdown_table, percent
+from streamrnn.train.corpus import corpus_sentences
+from streamrnn.train.lm import stream_ids
 
 TOP = 3
 SEGMENT = 1024  # test ids per LSTM forward pass; the state carries over

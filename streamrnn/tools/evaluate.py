@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .data import load_manifest
-from .engine import Recognizer
-from .metrics import ErrorRate
-from .report import markdown_table, percent
-from .tokens import normalize
-from .transcribe import final_text, load_16k, stream_samples
+from streamrnn.audio import SAMPLE_RATE, load_16k
+from streamrnn.engine.recognizer import Recognizer
+from streamrnn.engine.transcribe import final_text, stream_samples
+from streamrnn.manifest import load_manifest
+from streamrnn.tokens import normalize
+from streamrnn.tools.report import markdown_table, percent
+from streamrnn.wer import ErrorRate
 
 MODES = ("streaming", "offline")
 

@@ -3,56 +3,18 @@ babble from other training utterances, coloured noise, and synthetic room
 impulse responses (exponentially decaying noise)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
+from streamrnn.audio import SAMPLE_RATE
+from streamrnn.config import Augmentation
 
-NOISE_TYPES = ("babble", "white", "pink", "brown")
 # Spectral slope of each coloured noise: power falls as 1/f**alpha.
 COLOUR_ALPHA = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 BABBLE_TALKERS = (3, 7)
 # Direct-to-reverberant energy ratio of a synthetic room, in dB (typical of
 # a speaker within a few metres of the microphone).
 DIRECT_TO_REVERB_DB = (0.0, 10.0)
-
-
-@dataclass
-class Augmentation:
-    noise_probability: float = 0.0
-    noise_types: tuple[str, ...] = NOISE_TYPES
-    snr_db: tuple[float, float] = (5.0, 25.0)
-    reverb_probability: float = 0.0
-    rt60_s: tuple[float, float] = (0.2, 0.8)
-
-    def __post_init__(self):
-        for name in ("noise_probability", "reverb_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be 0..1, got {getattr(self, name)}")
-        unknown = set(self.noise_types) - set(NOISE_TYPES)
-        if unknown or not self.noise_types:
-            raise ValueError(f"noise_types must be some of {', '.join(NOISE_TYPES)}, got {list(self.noise_types)}")
-        if self.rt60_s[0] < 0.01:
-            raise ValueError(f"reverb_rt60_s must be at least 0.01 s, got {list(self.rt60_s)}")
-
-    @classmethod
-    def from_config(cls, training) -> "Augmentation":
-        """From the [training] section (or its command-line overrides)."""
-        return cls(float(training.noise_probability), tuple(training.noise_types),
-                   range_of("noise_snr_db", training.noise_snr_db), float(training.reverb_probability),
-                   range_of("reverb_rt60_s", training.reverb_rt60_s))
-
-    @property
-    def active(self) -> bool:
-        return self.noise_probability > 0 or self.reverb_probability > 0
-
-
-def range_of(name: str, values) -> tuple[float, float]:
-    if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) or values[0] > values[1]:
-        raise ValueError(f"{name} must be [low, high], got {list(values)}")
-    return float(values[0]), float(values[1])
 
 
 def power(samples: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .client import encode_chunks, file_chunks, paced, stream_audio
+from streamrnn.client import encode_chunks, file_chunks, paced, stream_audio
 
 CHUNK_MS = 100
 

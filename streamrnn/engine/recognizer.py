@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .acoustic import AcousticStream, run_streams
-from .audio import Frontend, check_encoding, check_rate, decode_pcm, log_mel
-from .checkpoint import load_model
-from .config import Config, ModelConfig, model_path
-from .decoding import Decoder, Utterance
-from .invariance import lay_out_for_batch_invariance
-from .lm import LMRunner, WordScorer, prefetch
-from .tokens import normalize
+from streamrnn.acoustic import AcousticStream, run_streams
+from streamrnn.audio import Frontend, check_encoding, check_rate, decode_pcm, log_mel
+from streamrnn.checkpoint import load_model
+from streamrnn.config import Config, ModelConfig, model_path
+from streamrnn.decoding import Decoder, Utterance
+from streamrnn.invariance import lay_out_for_batch_invariance
+from streamrnn.lm import LMRunner, WordScorer, prefetch
+from streamrnn.tokens import normalize
 
 MAX_PHRASES = 1000
 MAX_SUGGESTIONS = 20

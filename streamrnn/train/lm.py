@@ -6,10 +6,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import SaveClock, load_training_state, save_model, save_training_state
-from .corpus import corpus_sentences, top_words
-from .lm import LanguageModel, LMConfig, Vocabulary
-from .progress import TrainingLog
+from streamrnn.checkpoint import (
+    SaveClock,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+from streamrnn.lm import LanguageModel, LMConfig, Vocabulary
+from streamrnn.train.corpus import corpus_sentences, top_words
+from streamrnn.train.progress import TrainingLog
 
 
 def stream_ids(sentences, vocabulary: Vocabulary) -> torch.Tensor:

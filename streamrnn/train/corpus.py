@@ -5,8 +5,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .data import load_manifest
-from .tokens import normalize
+from streamrnn.manifest import load_manifest
+from streamrnn.tokens import normalize
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n\s*\n")
 

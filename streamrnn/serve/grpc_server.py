@@ -9,12 +9,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from . import telemetry
-from .auth import KeyCheck, bearer
-from .engine import SessionOptions
-from .proto import streamrnn_pb2 as pb
-from .proto import streamrnn_pb2_grpc as pb_grpc
-from .service import RecognitionService, ServiceError
+from streamrnn.engine.recognizer import SessionOptions
+from streamrnn.proto import streamrnn_pb2 as pb
+from streamrnn.proto import streamrnn_pb2_grpc as pb_grpc
+from streamrnn.serve import telemetry
+from streamrnn.serve.auth import KeyCheck, bearer
+from streamrnn.serve.service import RecognitionService, ServiceError
 
 log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, chunks
-from .tokens import normalize
+from streamrnn.audio import SAMPLE_RATE, chunks
+from streamrnn.tokens import normalize
 
 
 class PeerError(RuntimeError):

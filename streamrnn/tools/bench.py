@@ -22,10 +22,10 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from . import eventloop, procstats
-from .client import GrpcClient, encode_chunks, event_from_proto, stream_audio
-from .data import load_manifest
-from .transcribe import load_for_streaming
+from streamrnn.audio import load_16k
+from streamrnn.client import GrpcClient, encode_chunks, event_from_proto, stream_audio
+from streamrnn.manifest import load_manifest
+from streamrnn.serve import eventloop, procstats
 
 LATENCY_TARGET_MS = 200.0
 SAMPLE_RATE = 16000
@@ -64,12 +64,7 @@ def speech_clips(paths: list[str], manifest: str | None, split: str, limit: int 
         raise ValueError("no audio: give audio files or --manifest")
     clips = []
     for path in paths:
-        samples, rate = load_for_streaming(path)
-        if rate != SAMPLE_RATE:
-            import torch
-            import torchaudio
-            samples = torchaudio.functional.resample(torch.from_numpy(samples), rate, SAMPLE_RATE).numpy()
-        clips.append(samples.astype(np.float32))
+        clips.append(load_16k(path).astype(np.float32))
     return clips
 
 
@@ -96,8 +91,8 @@ async def grpc_events(target: "Target", chunks: AsyncIterator[bytes]) -> AsyncIt
     """One StreamingRecognize call (grpc.aio), its messages as the WebSocket API's event dicts."""
     import grpc
 
-    from .proto import streamrnn_pb2 as pb
-    from .proto import streamrnn_pb2_grpc as pb_grpc
+    from streamrnn.proto import streamrnn_pb2 as pb
+    from streamrnn.proto import streamrnn_pb2_grpc as pb_grpc
 
     async def requests():
         yield pb.StreamingRecognizeRequest(config=GrpcClient.config(SAMPLE_RATE, "pcm_s16le", suggestions=0))
@@ -234,7 +229,7 @@ def summarise(mode, streams, records, before, after, cpu0, cpu1, rss0, rss1) -> 
 
 async def idle_cost(url: str, probe: DaemonProbe, sessions: int, hold_s: float) -> dict:
     """Open sessions that send nothing: the daemon's CPU and memory meanwhile."""
-    from .client import open_socket, config_message
+    from streamrnn.client import config_message, open_socket
     sockets = []
     rss0 = probe.rss_mb()
     try:
@@ -257,9 +252,9 @@ async def idle_cost(url: str, probe: DaemonProbe, sessions: int, hold_s: float) 
 
 
 def pocketsphinx_rtf(clips: list[np.ndarray], seconds: float, chunk_ms: int) -> dict:
-    """The pocketsphinx peer (streamrnn.peer), one stream, chunk by chunk as fast as it goes: CPU seconds
+    """The pocketsphinx peer (streamrnn.tools.peer), one stream, chunk by chunk as fast as it goes: CPU seconds
     per audio second."""
-    from .peer import PeerError, PocketSphinx
+    from streamrnn.tools.peer import PeerError, PocketSphinx
     try:
         peer = PocketSphinx()
     except PeerError as err:
@@ -272,7 +267,7 @@ def pocketsphinx_rtf(clips: list[np.ndarray], seconds: float, chunk_ms: int) -> 
 
 
 def start_daemon(config: str | None, max_batch: int | None):
-    from .daemon_process import Daemon
+    from streamrnn.tools.daemon_process import Daemon
     return Daemon(Path(config) if config else None, serve_args=("--max-batch", str(max_batch)) if max_batch else ())
 
 
