@@ -13,17 +13,14 @@ import soundfile
 import torch
 import torchaudio
 
+from streamrnn_client.protocol import SAMPLE_RATES as SUPPORTED_RATES
+from streamrnn_client.protocol import AudioError, check_encoding, check_rate
+
 SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 N_FFT = 512
 N_MELS = 80
-SUPPORTED_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
-ENCODINGS = ("pcm_s16le", "f32le")
-
-
-class AudioError(ValueError):
-    """Audio that cannot be used; the message names what is wrong."""
 
 
 def read_audio(path) -> tuple[np.ndarray, int]:
@@ -79,25 +76,12 @@ def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
     check_encoding(encoding)
 
 
-def check_encoding(encoding: str) -> str:
-    if encoding not in ENCODINGS:
-        raise AudioError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
-    return encoding
-
-
 def check_samples(samples: np.ndarray) -> np.ndarray:
     if samples.ndim != 1:
         raise AudioError(f"audio must be one channel, got shape {samples.shape}")
     if not np.isfinite(samples).all():
         raise AudioError("audio contains NaN or infinite samples")
     return samples
-
-
-def check_rate(rate: int) -> int:
-    if rate not in SUPPORTED_RATES:
-        raise AudioError(
-            f"unsupported sample rate {rate}; use one of {', '.join(map(str, SUPPORTED_RATES))}")
-    return rate
 
 
 class StreamingResampler:

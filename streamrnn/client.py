@@ -293,9 +293,9 @@ class GrpcClient:
                  ca: str | None = None):
         import grpc
 
-        from streamrnn.proto import streamrnn_pb2 as pb
-        from streamrnn.proto import streamrnn_pb2_grpc as pb_grpc
         from streamrnn.serve.tls import grpc_channel_credentials
+        from streamrnn_client.proto import streamrnn_pb2 as pb
+        from streamrnn_client.proto import streamrnn_pb2_grpc as pb_grpc
         self.pb = pb
         if credentials is None and (tls or ca):
             credentials = grpc_channel_credentials(ca)
@@ -312,7 +312,7 @@ class GrpcClient:
     @staticmethod
     def config(sample_rate=16000, encoding="pcm_s16le", interim_results=True, suggestions=None, phrases=()):
         """A RecognitionConfig message (the session's options, named as in the WebSocket API)."""
-        from streamrnn.proto import streamrnn_pb2 as pb
+        from streamrnn_client.proto import streamrnn_pb2 as pb
         encodings = {"pcm_s16le": pb.PCM_S16LE, "f32le": pb.F32LE}
         return pb.RecognitionConfig(sample_rate=sample_rate, encoding=encodings[encoding],
                                     interim_results=interim_results, suggestions=suggestions, phrases=list(phrases))

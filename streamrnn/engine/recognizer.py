@@ -9,47 +9,21 @@ Events are plain dicts, ready for JSON:
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import torch
 from torch import nn
 
 from streamrnn.acoustic import AcousticStream, run_streams
-from streamrnn.audio import Frontend, check_encoding, check_rate, decode_pcm, log_mel
+from streamrnn.audio import Frontend, decode_pcm, log_mel
 from streamrnn.checkpoint import load_model
 from streamrnn.config import Config, ModelConfig, model_path
 from streamrnn.decoding import Decoder, Utterance
 from streamrnn.invariance import lay_out_for_batch_invariance
 from streamrnn.lm import LMRunner, WordScorer, prefetch
 from streamrnn.tokens import normalize
-
-MAX_PHRASES = 1000
-MAX_SUGGESTIONS = 20
-
-
-@dataclass
-class SessionOptions:
-    sample_rate: int = 16000
-    encoding: str = "pcm_s16le"
-    interim_results: bool = True
-    suggestions: int | None = None
-    phrases: list[str] = field(default_factory=list)
-
-    def validate(self) -> "SessionOptions":
-        check_rate(self.sample_rate)
-        check_encoding(self.encoding)
-        if self.suggestions is not None and not 0 <= self.suggestions <= MAX_SUGGESTIONS:
-            raise ValueError(f"suggestions must be between 0 and {MAX_SUGGESTIONS}, got {self.suggestions}")
-        if not isinstance(self.phrases, list) or not all(isinstance(p, str) for p in self.phrases):
-            raise ValueError("phrases must be a list of strings")
-        if len(self.phrases) > MAX_PHRASES:
-            raise ValueError(f"at most {MAX_PHRASES} phrases, got {len(self.phrases)}")
-        return self
-
-    @property
-    def bytes_per_second(self) -> int:
-        return self.sample_rate * (2 if self.encoding == "pcm_s16le" else 4)
+from streamrnn_client.protocol import MAX_SUGGESTIONS, SessionOptions
 
 
 def pick_device(config: ModelConfig) -> str:

@@ -10,11 +10,11 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from streamrnn.engine.recognizer import SessionOptions
-from streamrnn.proto import streamrnn_pb2 as pb
-from streamrnn.proto import streamrnn_pb2_grpc as pb_grpc
 from streamrnn.serve import telemetry
 from streamrnn.serve.auth import KeyCheck, bearer
 from streamrnn.serve.service import RecognitionService, ServiceError
+from streamrnn_client.proto import streamrnn_pb2 as pb
+from streamrnn_client.proto import streamrnn_pb2_grpc as pb_grpc
 
 log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name

@@ -91,8 +91,8 @@ async def grpc_events(target: "Target", chunks: AsyncIterator[bytes]) -> AsyncIt
     """One StreamingRecognize call (grpc.aio), its messages as the WebSocket API's event dicts."""
     import grpc
 
-    from streamrnn.proto import streamrnn_pb2 as pb
-    from streamrnn.proto import streamrnn_pb2_grpc as pb_grpc
+    from streamrnn_client.proto import streamrnn_pb2 as pb
+    from streamrnn_client.proto import streamrnn_pb2_grpc as pb_grpc
 
     async def requests():
         yield pb.StreamingRecognizeRequest(config=GrpcClient.config(SAMPLE_RATE, "pcm_s16le", suggestions=0))

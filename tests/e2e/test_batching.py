@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import speech_sample, tiny_config
 from daemon import Daemon, metric
+from support import speech_sample, tiny_config
 
 from streamrnn.acoustic import AcousticStream, run_streams
 from streamrnn.audio import N_MELS, AudioError, read_audio

@@ -10,8 +10,8 @@ import time
 import grpc
 import numpy as np
 import pytest
-from conftest import tiny_daemon_config
 from daemon import Daemon, metric
+from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

@@ -1,7 +1,7 @@
 """The engine API: sessions, events, suggestions, and clear errors for bad input."""
 import numpy as np
 import pytest
-from conftest import speech_sample, tiny_config
+from support import speech_sample, tiny_config
 
 from streamrnn.audio import AudioError
 from streamrnn.checkpoint import ModelError, load_model

@@ -2,7 +2,7 @@
 import asyncio
 import json
 
-from conftest import SPEECH, needs_shared_data, speech_sample
+from support import SPEECH, needs_shared_data, speech_sample
 
 from streamrnn.client import (
     GrpcClient,

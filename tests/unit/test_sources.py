@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 import soundfile
-from conftest import SPEECH, needs_shared_data
+from support import SPEECH, needs_shared_data
 
 from streamrnn.manifest import Utterance
 from streamrnn.train.sources import Source, epoch_order, load_source, split_weight

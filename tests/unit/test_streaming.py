@@ -1,7 +1,7 @@
 """Invariant 1: streaming equals offline, for any chunking, LSTM and GRU."""
 import pytest
 import torch
-from conftest import speech_sample, tiny_config
+from support import speech_sample, tiny_config
 
 from streamrnn.acoustic import AcousticStream
 from streamrnn.audio import Frontend

@@ -5,8 +5,8 @@ import json
 import subprocess
 import sys
 
-from conftest import tiny_daemon_config
 from daemon import Daemon
+from support import tiny_daemon_config
 
 
 def test_short_soak_loses_and_repeats_no_final(tiny_models, tmp_path):

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import torch
-from conftest import speech_sample, tiny_config
+from support import speech_sample, tiny_config
 
 from streamrnn.audio import read_audio
 from streamrnn.config import DecoderConfig, EndpointConfig

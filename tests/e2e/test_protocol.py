@@ -166,7 +166,7 @@ def test_grpc_errors_are_status_codes(strict_daemon):
 
 
 def test_grpc_stream_without_config_is_refused(strict_daemon):
-    from streamrnn.proto import streamrnn_pb2 as pb
+    from streamrnn_client.proto import streamrnn_pb2 as pb
     with GrpcClient(strict_daemon.grpc) as client:
         with pytest.raises(grpc.RpcError) as info:
             list(client.stub.StreamingRecognize(iter([pb.StreamingRecognizeRequest(audio=b"\x00\x00")])))
@@ -221,9 +221,9 @@ def test_suggest_over_websocket_and_grpc(strict_daemon):
 
 
 def test_committed_stubs_match_the_proto(tmp_path):
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-Istreamrnn/proto={ROOT / 'protos'}",
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-Istreamrnn_client/proto={ROOT / 'protos'}",
                     f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
                     str(ROOT / "protos" / "streamrnn.proto")], check=True, cwd=ROOT)
     for name in ("streamrnn_pb2.py", "streamrnn_pb2_grpc.py"):
-        assert filecmp.cmp(tmp_path / "streamrnn" / "proto" / name, ROOT / "streamrnn" / "proto" / name,
+        assert filecmp.cmp(tmp_path / "streamrnn_client" / "proto" / name, ROOT / "clients" / "streamrnn_client" / "proto" / name,
                            shallow=False), f"{name} is stale: regenerate it from protos/streamrnn.proto"

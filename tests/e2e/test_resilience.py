@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import soundfile
-from conftest import ProxyThread, tiny_daemon_config
-from daemon import Daemon
+from daemon import Daemon, ProxyThread
+from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 
 from streamrnn.client import (
@@ -26,8 +26,8 @@ from streamrnn.client import (
     stream_audio,
     subscribe,
 )
-from streamrnn.proto import streamrnn_pb2 as pb
 from streamrnn.tools.soak import ChaosProxy, clip_chunks, finals_of, noise_clip
+from streamrnn_client.proto import streamrnn_pb2 as pb
 
 CONFIG = {"type": "config", "sample_rate": 16000, "encoding": "f32le"}
 # Short utterances: many finals per clip, so a drop falls between finals.

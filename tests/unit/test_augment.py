@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import SPEECH, needs_shared_data, speech_sample
+from support import SPEECH, needs_shared_data, speech_sample
 
 from streamrnn.manifest import load_manifest
 from streamrnn.train.augment import (

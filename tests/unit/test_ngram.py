@@ -1,7 +1,7 @@
 """The Kneser-Ney n-gram baseline: normalised distributions, exact top-k, better than a unigram."""
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from support import SHARED_DATA, needs_shared_data
 
 from streamrnn.lm import Vocabulary
 from streamrnn.tools.ngram import KneserNey

@@ -11,16 +11,16 @@ from contextlib import contextmanager
 import grpc
 import numpy as np
 import pytest
-from conftest import tiny_daemon_config
 from daemon import Daemon
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from streamrnn.client import GrpcClient, paced, stream_audio
-from streamrnn.proto import streamrnn_pb2 as pb
 from streamrnn.tools.soak import clip_chunks, finals_of, noise_clip
+from streamrnn_client.proto import streamrnn_pb2 as pb
 
 FUZZ = settings(max_examples=500, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -1,6 +1,6 @@
 """PocketSphinx, the peer recognizer, on real speech."""
 import pytest
-from conftest import speech_sample
+from support import speech_sample
 
 from streamrnn.audio import load_16k
 from streamrnn.wer import ErrorRate

@@ -5,9 +5,9 @@ import subprocess
 import sys
 import time
 
-from conftest import speech_sample
+from support import speech_sample
 
-from streamrnn import procstats
+from streamrnn.serve import procstats
 from streamrnn.tools.bench import DaemonProbe
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import SPEECH, needs_shared_data
+from support import SPEECH, needs_shared_data
 from test_sources import make_librispeech
 
 from streamrnn.checkpoint import load_model

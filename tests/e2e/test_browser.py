@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from conftest import ProxyThread
-from daemon import Daemon
+from daemon import Daemon, ProxyThread
 
 from streamrnn.config import ASSETS, load_config
 from streamrnn.wer import edit_distance

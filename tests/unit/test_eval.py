@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from conftest import SPEECH, needs_shared_data
+from support import SPEECH, needs_shared_data
 from test_cli import streamrnn, tiny_config_file  # noqa: F401 (fixture)
 
 from streamrnn.tools.evaluate import spread

@@ -19,12 +19,12 @@ import grpc
 import numpy as np
 import pytest
 import soundfile
-from conftest import tiny_daemon_config
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from daemon import Daemon
+from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
