@@ -8,9 +8,10 @@ import torch
 
 from streamrnn.acoustic import AcousticConfig, AcousticModel
 from streamrnn.lm import LanguageModel, LMConfig
+from streamrnn_client.protocol import StreamrnnError
 
 
-class ModelError(RuntimeError):
+class ModelError(StreamrnnError, RuntimeError):
     """A model file that is missing, corrupt or of the wrong kind."""
 
 

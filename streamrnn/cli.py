@@ -6,11 +6,8 @@ import json
 import sys
 from contextlib import nullcontext
 
-from streamrnn.audio import AudioError
-from streamrnn.checkpoint import ModelError
-from streamrnn.config import ConfigError, load_config, validate
-from streamrnn.tools.peer import PeerError
-from streamrnn.train.synth import SynthError
+from streamrnn.config import load_config, validate
+from streamrnn_client.protocol import StreamrnnError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +210,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (AudioError, ModelError, ConfigError, SynthError, PeerError, ValueError, OSError) as err:
+    except (StreamrnnError, ValueError, OSError) as err:
         print(f"streamrnn: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrnn_client.protocol import StreamrnnError
+
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN = "builtin"
 NOISE_TYPES = ("babble", "white", "pink", "brown")  # [training] noise_types
@@ -162,7 +164,7 @@ def range_of(name: str, values) -> tuple[float, float]:
     return float(values[0]), float(values[1])
 
 
-class ConfigError(ValueError):
+class ConfigError(StreamrnnError, ValueError):
     pass
 
 

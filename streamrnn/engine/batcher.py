@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from streamrnn.engine.recognizer import Recognizer, Session, SessionOptions
+from streamrnn_client.protocol import StreamrnnError
 
 
-class EngineError(RuntimeError):
+class EngineError(StreamrnnError, RuntimeError):
     """The engine cannot run a session's audio any more (stopped, or its worker process died)."""
 
 

@@ -9,12 +9,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from streamrnn.engine.recognizer import SessionOptions
 from streamrnn.serve import telemetry
 from streamrnn.serve.auth import KeyCheck, bearer
+from streamrnn.serve.connection import ClientMessage, feed_session, open_session
 from streamrnn.serve.service import RecognitionService, ServiceError
 from streamrnn_client.proto import streamrnn_pb2 as pb
 from streamrnn_client.proto import streamrnn_pb2_grpc as pb_grpc
+from streamrnn_client.protocol import SessionOptions
 
 log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
@@ -27,17 +28,29 @@ STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCod
           "engine_failed": grpc.StatusCode.INTERNAL}
 OPEN_METHODS = "/grpc.health.v1.Health/"  # answers without a key, like /healthz
 ENCODINGS = {pb.PCM_S16LE: "pcm_s16le", pb.F32LE: "f32le"}
-# A request stream that ends without an eof request may be a cut connection (grpc shows both
-# alike): a resume on a new call gets this long to take the session over before it is finished.
-END_WITHOUT_EOF_GRACE_S = 1.0
 
 
 def options_from(config: pb.RecognitionConfig) -> SessionOptions:
-    return SessionOptions(sample_rate=config.sample_rate or 16000,
+    defaults = SessionOptions()
+    return SessionOptions(sample_rate=config.sample_rate or defaults.sample_rate,
                           encoding=ENCODINGS.get(config.encoding, str(config.encoding)),
-                          interim_results=config.interim_results,
+                          interim_results=(config.interim_results if config.HasField("interim_results")
+                                           else defaults.interim_results),
                           suggestions=config.suggestions if config.HasField("suggestions") else None,
                           phrases=list(config.phrases))
+
+
+def client_message(request: pb.StreamingRecognizeRequest | None) -> ClientMessage | None:
+    """A request in the session protocol's terms (None: the request stream ended)."""
+    if request is None:
+        return None
+    kind = request.WhichOneof("request")
+    if kind == "config":
+        return ClientMessage(kind, options=options_from(request.config))
+    if kind == "resume":
+        return ClientMessage(kind, resume=(request.resume.session_id, request.resume.resume_token,
+                                           request.resume.last_seq))
+    return ClientMessage(kind or "nothing", audio=request.audio)
 
 
 def result(event: dict) -> pb.Result:
@@ -104,32 +117,18 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         self.service = service
         self.require_config = require_config
 
-    async def open_session(self, requests):
-        """A new session from the first request's config (or defaults if audio comes first), or
-        a dropped one from a first resume request; with its client attached."""
-        try:
-            first = await asyncio.wait_for(anext(requests, None), self.service.idle_timeout)
-        except TimeoutError:
-            raise ServiceError("idle", f"no config or audio came in {self.service.idle_timeout:g} s") from None
-        kind = first.WhichOneof("request") if first is not None else None
-        if kind == "resume":
-            resume = first.resume
-            return *await self.service.resume(resume.session_id, resume.resume_token, resume.last_seq), b""
-        if kind == "config":
-            return *self.service.start(options_from(first.config), "grpc"), b""
-        if self.require_config or kind != "audio":
-            raise ServiceError("config_required", "the first request must carry the config")
-        return *self.service.start(SessionOptions(), "grpc"), first.audio
-
     async def StreamingRecognize(self, requests, context):
         """Requests are read by their own task, so that the responses also flow when the client
         sends nothing (a server shutdown finishes the session; a resume replays finals)."""
+        async def receive() -> ClientMessage | None:
+            return client_message(await anext(requests, None))
         try:
-            live, outbox, pending_audio = await self.open_session(requests)
+            live, outbox, pending_audio = await open_session(self.service, receive, "grpc", self.require_config)
         except ServiceError as err:
             await abort(context, err)
         log.info("session %s attached (grpc %s)", live.id, context.peer())
-        reader = asyncio.create_task(self.read(requests, live, outbox, pending_audio))
+        reader = asyncio.create_task(feed_session(self.service, live, outbox, receive, pending_audio,
+                                                  errors_end_session=True))
         try:
             while (event := await outbox.get()) is not None:
                 yield to_proto(event)
@@ -141,39 +140,6 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         error = reader.result() if reader.done() and not reader.cancelled() else None
         if error is not None:
             await abort(context, error)
-
-    async def read(self, requests, live, outbox, pending_audio: bytes) -> ServiceError | None:
-        """Feed the audio until eof (or the end of the requests, unless a resume takes over); a bad
-        request finishes the session and is returned, to end the call with its status after the
-        last final."""
-        try:
-            if pending_audio:
-                await self.service.feed(live, pending_audio, outbox)
-            reason = "eof"
-            while live.outbox is outbox:  # else ended by a limit
-                try:
-                    request = await asyncio.wait_for(anext(requests, None), self.service.idle_timeout)
-                except TimeoutError:
-                    reason = "idle"
-                    break
-                if request is None:
-                    await asyncio.sleep(END_WITHOUT_EOF_GRACE_S)
-                    break
-                kind = request.WhichOneof("request")
-                if kind == "eof":
-                    break
-                if kind != "audio":
-                    raise ServiceError("bad_message", f"expected audio or eof after the start, got {kind}")
-                await self.service.feed(live, request.audio, outbox)
-            if live.outbox is outbox:
-                await self.service.finish(live, reason, outbox)
-        except ServiceError as err:
-            if live.outbox is outbox:
-                await self.service.finish(live, "eof", outbox)
-            elif live.ended and err.code == "session_moved":
-                return None  # the server ended it (a shutdown, a limit) while this request came in
-            return err
-        return None
 
     async def Recognize(self, request, context):
         if not request.audio:

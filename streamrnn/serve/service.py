@@ -20,13 +20,14 @@ from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.serve import telemetry
 from streamrnn.serve.auth import new_secret, same_secret
 from streamrnn.serve.hub import Hub, Subscription
+from streamrnn_client.protocol import StreamrnnError
 
 log = logging.getLogger("streamrnn.serve.service")
 MAX_REPLAY = 256  # finals kept per session for clients that resume
 MAX_FORGOTTEN = 10000  # ids of sessions whose resume window passed, for a precise error
 
 
-class ServiceError(Exception):
+class ServiceError(StreamrnnError):
     """An error for the client: a machine-readable code and a message naming the problem."""
 
     def __init__(self, code: str, message: str):

@@ -16,10 +16,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamrnn.engine.recognizer import SessionOptions
 from streamrnn.serve import telemetry
 from streamrnn.serve.auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
+from streamrnn.serve.connection import ClientMessage, Receive, feed_session, open_session
 from streamrnn.serve.service import RecognitionService, ServiceError
+from streamrnn_client.protocol import SessionOptions
 
 log = logging.getLogger("streamrnn.ws")
 WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -71,6 +72,19 @@ def limit_send_buffer(connection: ServerConnection) -> None:
     connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                                                               SUBSCRIBER_SEND_BUFFER)
     connection.transport.set_write_buffer_limits(high=SUBSCRIBER_SEND_BUFFER)
+
+
+def client_message(message: str | bytes) -> ClientMessage:
+    """A WebSocket message in the session protocol's terms."""
+    if isinstance(message, bytes):
+        return ClientMessage("audio", audio=message)
+    fields = parse_json(message)
+    kind = fields["type"]
+    if kind == "config":
+        return ClientMessage(kind, options=options_from(fields))
+    if kind == "resume":
+        return ClientMessage(kind, resume=resume_fields(fields))
+    return ClientMessage(kind)
 
 
 def options_from(message: dict) -> SessionOptions:
@@ -182,31 +196,15 @@ class WebSocketServer:
         telemetry.ERRORS.labels(error.code).inc()
         await connection.send(json.dumps(error.event()))
 
-    async def receive(self, connection: ServerConnection):
-        """The next message; TimeoutError after the idle timeout."""
-        return await asyncio.wait_for(connection.recv(), self.service.idle_timeout)
-
-    async def open_session(self, connection: ServerConnection):
-        """A new session from a first config message (or with defaults if audio comes first),
-        or a dropped one from a first resume message; with its client attached."""
-        try:
-            opening = await self.receive(connection)
-        except TimeoutError:
-            raise ServiceError("idle", f"no config or audio came in {self.service.idle_timeout:g} s") from None
-        if isinstance(opening, bytes):
-            if self.require_config:
-                raise ServiceError("config_required", "send a config message before any audio")
-            return *self.service.start(SessionOptions(), "websocket"), opening
-        message = parse_json(opening)
-        if message["type"] == "resume":
-            return *await self.service.resume(*resume_fields(message)), None
-        if message["type"] != "config":
-            raise ServiceError("config_required", f'the first message must be config, got {message["type"]!r}')
-        return *self.service.start(options_from(message), "websocket"), None
+    def receiver(self, connection: ServerConnection) -> Receive:
+        async def receive() -> ClientMessage:
+            return client_message(await connection.recv())
+        return receive
 
     async def recognize(self, connection: ServerConnection) -> None:
+        receive = self.receiver(connection)
         try:
-            live, outbox, pending_audio = await self.open_session(connection)
+            live, outbox, pending_audio = await open_session(self.service, receive, "websocket", self.require_config)
         except ServiceError as err:
             await self.send_error(connection, err)
             await connection.close(1008, err.code)
@@ -214,35 +212,13 @@ class WebSocketServer:
         log.info("session %s attached (websocket %s)", live.id, connection.remote_address)
         writer = asyncio.create_task(self.write(connection, outbox))
         try:
-            if pending_audio:
-                await self.service.feed(live, pending_audio, outbox)
-            await self.read(connection, live, outbox)
+            await feed_session(self.service, live, outbox, receive, pending_audio, errors_end_session=False)
         except ConnectionClosed:
             pass
         finally:  # without eof: a dropped connection (no close frame) may be resumed
             await self.service.detach(live, outbox, dropped=connection.protocol.close_rcvd is None)
             await writer
             log.info("session %s detached (%d finals so far)", live.id, live.session.finals)
-
-    async def read(self, connection: ServerConnection, live, outbox: asyncio.Queue) -> None:
-        while live.outbox is outbox:  # else ended (eof, a limit, a shutdown) or resumed elsewhere
-            try:
-                message = await self.receive(connection)
-            except TimeoutError:
-                await self.service.finish(live, "idle", outbox)
-                return
-            try:
-                if isinstance(message, bytes):
-                    await self.service.feed(live, message, outbox)
-                    continue
-                kind = parse_json(message)["type"]
-                if kind == "eof":
-                    await self.service.finish(live, "eof", outbox)
-                    return
-                raise ServiceError("bad_message", f"unknown message type {kind!r}; expected audio or eof")
-            except ServiceError as err:
-                telemetry.ERRORS.labels(err.code).inc()
-                outbox.put_nowait(err.event())
 
     async def write(self, connection: ServerConnection, outbox: asyncio.Queue) -> None:
         """The session's events to its client, in order, until the session ends or moves on."""

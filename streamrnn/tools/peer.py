@@ -8,9 +8,10 @@ import numpy as np
 
 from streamrnn.audio import SAMPLE_RATE, chunks
 from streamrnn.tokens import normalize
+from streamrnn_client.protocol import StreamrnnError
 
 
-class PeerError(RuntimeError):
+class PeerError(StreamrnnError, RuntimeError):
     """A peer recognizer that cannot be used here."""
 
 

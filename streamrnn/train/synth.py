@@ -15,6 +15,7 @@ import soundfile
 from streamrnn.audio import SAMPLE_RATE, resample
 from streamrnn.config import VOICES
 from streamrnn.train.corpus import corpus_sentences
+from streamrnn_client.protocol import StreamrnnError
 
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
                   "en-029", "en-us-nyc")
@@ -23,7 +24,7 @@ ESPEAK_WORDS_PER_MINUTE = 175
 FLITE_VOICES = ("slt", "awb", "rms", "kal16", "kal")
 
 
-class SynthError(RuntimeError):
+class SynthError(StreamrnnError, RuntimeError):
     """A voice that cannot run here; the message says what to install."""
 
 

@@ -21,8 +21,8 @@ from daemon import Daemon, ProxyThread
 from streamrnn.config import ASSETS, load_config
 from streamrnn.wer import edit_distance
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 MANIFEST = SHARED_DATA / "speech" / "librispeech-mini.jsonl"
 CHROMIUM = Path("/usr/bin/chromium")
 LEAD_SILENCE_S = 1.0  # lost harmlessly if the fake microphone starts before the page listens

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamrnn.client import GrpcClient, event_from_proto, stream_audio
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})
 
 

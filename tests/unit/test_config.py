@@ -4,7 +4,7 @@ import pytest
 
 from streamrnn.config import Config, ConfigError, as_dict, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_toml_documents_every_default():
