@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="the LM's log-probability and perplexity of a sentence")
     score.add_argument("text")
 
-    from streamrnn import remote
+    from streamrnn_client import cli as client_cli
     from streamrnn.tools import bench
-    remote.add_arguments(commands)
+    client_cli.add_arguments(commands)
     bench.add_arguments(commands.add_parser(
         "bench", help="concurrent real-time streams against a daemon: latency, RTF, capacity"))
     from streamrnn.tools import soak
@@ -196,8 +196,8 @@ def run_soak(args) -> None:
 
 
 def run_remote(args) -> None:
-    from streamrnn import remote
-    remote.run(args)
+    from streamrnn_client import cli as client_cli
+    client_cli.run(args)
 
 
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,

@@ -9,7 +9,7 @@ import sys
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from streamrnn.client import ServerError, file_chunks, paced, stream_audio, subscribe
+from streamrnn_client.websocket import ServerError, file_chunks, paced, stream_audio, subscribe
 from streamrnn.serve.tls import client_context
 
 RESUME_FAILURES = ("unknown_session", "resume_expired", "session_ended", "shutting_down")

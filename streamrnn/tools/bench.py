@@ -23,7 +23,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from streamrnn.audio import load_16k
-from streamrnn.client import GrpcClient, encode_chunks, event_from_proto, stream_audio
+from streamrnn_client.websocket import GrpcClient, encode_chunks, event_from_proto, stream_audio
 from streamrnn.manifest import load_manifest
 from streamrnn.serve import eventloop, procstats
 
@@ -229,7 +229,7 @@ def summarise(mode, streams, records, before, after, cpu0, cpu1, rss0, rss1) -> 
 
 async def idle_cost(url: str, probe: DaemonProbe, sessions: int, hold_s: float) -> dict:
     """Open sessions that send nothing: the daemon's CPU and memory meanwhile."""
-    from streamrnn.client import config_message, open_socket
+    from streamrnn_client.websocket import config_message, open_socket
     sockets = []
     rss0 = probe.rss_mb()
     try:

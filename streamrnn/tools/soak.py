@@ -1,5 +1,5 @@
 """`streamrnn soak`: many clients stream to a running daemon through a proxy that cuts
-their connections at random; each client resumes its session (streamrnn.client) and
+their connections at random; each client resumes its session (streamrnn_client) and
 its finals are checked against an uninterrupted run of the same audio."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from streamrnn.client import encode_chunks, file_chunks, paced, stream_audio
+from streamrnn_client.websocket import encode_chunks, file_chunks, paced, stream_audio
 
 CHUNK_MS = 100
 

@@ -14,7 +14,7 @@ from support import speech_sample, tiny_config
 
 from streamrnn.acoustic import AcousticStream, run_streams
 from streamrnn.audio import N_MELS, AudioError, read_audio
-from streamrnn.client import file_chunks, stream_audio
+from streamrnn_client.websocket import file_chunks, stream_audio
 from streamrnn.config import BatchingConfig, Config, ModelConfig
 from streamrnn.engine.backend import build_engine
 from streamrnn.engine.batcher import Batcher, EngineError

@@ -18,7 +18,7 @@ from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamrnn.client import GrpcClient, paced, stream_audio
+from streamrnn_client.websocket import GrpcClient, paced, stream_audio
 from streamrnn.tools.soak import clip_chunks, finals_of, noise_clip
 from streamrnn_client.proto import streamrnn_pb2 as pb
 

@@ -15,7 +15,7 @@ from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamrnn.client import GrpcClient, event_from_proto, paced, stream_audio
+from streamrnn_client.websocket import GrpcClient, event_from_proto, paced, stream_audio
 from streamrnn.config import load_config
 from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.serve.hub import Hub

@@ -4,7 +4,7 @@ import json
 
 from support import SPEECH, needs_shared_data, speech_sample
 
-from streamrnn.client import (
+from streamrnn_client.websocket import (
     GrpcClient,
     event_from_proto,
     file_chunks,

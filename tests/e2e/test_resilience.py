@@ -18,7 +18,7 @@ from daemon import Daemon, ProxyThread
 from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 
-from streamrnn.client import (
+from streamrnn_client.websocket import (
     Backoff,
     GrpcClient,
     event_from_proto,

@@ -28,7 +28,7 @@ from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamrnn.client import GrpcClient, ServerError, event_from_proto, subscribe
+from streamrnn_client.websocket import GrpcClient, ServerError, event_from_proto, subscribe
 from streamrnn.serve.auth import key_hash
 from streamrnn.serve.tls import client_context
 
