@@ -185,14 +185,19 @@ async def start_grpc(service: RecognitionService, address: str, require_config: 
                      credentials: grpc.ServerCredentials | None = None, keys: KeyCheck | None = None
                      ) -> grpc.aio.Server:
     server = grpc.aio.server(interceptors=[KeyInterceptor(keys or KeyCheck([]))],
-                             options=[("grpc.max_receive_message_length", service.limits.grpc_max_message_bytes)])
+                             # no SO_REUSEPORT: a second daemon on the same port must fail, not share it
+                             options=[("grpc.max_receive_message_length", service.limits.grpc_max_message_bytes),
+                                      ("grpc.so_reuseport", 0)])
     pb_grpc.add_RecognizerServicer_to_server(RecognizerServicer(service, require_config), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection([SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen for gRPC on {address}")
+        raise OSError(f"cannot listen for gRPC on {address}: the address is in use, or not this machine's")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

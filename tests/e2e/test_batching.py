@@ -14,13 +14,14 @@ from support import speech_sample, tiny_config
 
 from streamrnn.acoustic import AcousticStream, run_streams
 from streamrnn.audio import N_MELS, AudioError, read_audio
-from streamrnn_client.websocket import file_chunks, stream_audio
 from streamrnn.config import BatchingConfig, Config, ModelConfig
 from streamrnn.engine.backend import build_engine
 from streamrnn.engine.batcher import Batcher, EngineError
 from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.engine.workers import EngineWorkers, portable, worker_config
+from streamrnn.invariance import TOLERANCE
 from streamrnn.serve.service import RecognitionService, ServiceError
+from streamrnn_client.websocket import file_chunks, stream_audio
 
 CHUNKINGS = [[1600], [160], [7, 3000, 161, 16000, 1, 999, 4410], [16000], [4800, 320]]
 OPTIONS = [{}, {"phrases": ["KUBERNETES", "THE WORLD"]}, {"interim_results": False}, {"suggestions": 2}, {}]
@@ -102,9 +103,10 @@ def acoustic_outputs(model, features, groups):
 
 
 @pytest.mark.parametrize("rnn", ["builtin", "gru"])
-def test_a_stream_gets_the_same_bits_in_any_batch(tiny_models, rnn):
-    """Not just the same events: the same float32 log-probs, alone or among 39 others, whatever
-    their lengths (the matrix kernels change with the batch size unless invariance.py is applied)."""
+def test_a_stream_gets_the_same_log_probs_in_any_batch(tiny_models, rnn):
+    """Not just the same events: the same float32 log-probs (within invariance.TOLERANCE; to the bit
+    on the Intel CPUs measured), alone or among 39 others, whatever their lengths (the matrix
+    kernels change with the batch size unless invariance.py is applied)."""
     config = Config() if rnn == "builtin" else tiny_config(tiny_models, rnn)
     model = Recognizer(config).acoustic
     torch.manual_seed(0)
@@ -112,20 +114,23 @@ def test_a_stream_gets_the_same_bits_in_any_batch(tiny_models, rnn):
     alone = acoustic_outputs(model, features, [[i] for i in range(40)])
     for groups in ([list(range(40))], [list(range(0, 40, 2)), list(range(1, 40, 2))], [[0, 1, 2], list(range(3, 40))]):
         together = acoustic_outputs(model, features, groups)
-        assert all(torch.equal(a, b) for mine, theirs in zip(alone, together) for a, b in zip(mine, theirs))
+        assert all(same(a, b) for mine, theirs in zip(alone, together) for a, b in zip(mine, theirs))
 
 
-def test_an_lm_step_gets_the_same_bits_in_any_batch(default_recognizer):
+def same(a, b) -> bool:
+    return torch.allclose(torch.as_tensor(a), torch.as_tensor(b), rtol=0, atol=TOLERANCE)
+
+
+def test_an_lm_step_gets_the_same_outputs_in_any_batch(default_recognizer):
     lm = default_recognizer.lm
     start, _ = lm.start()
     words = ["THE", "CAT", "SAT", "ON", "A", "MAT"] * 4
     alone = [lm.advance_many([start], [word])[0] for word in words]
     together = lm.advance_many([start] * len(words), words)
     for (state, log_probs), (state_b, log_probs_b) in zip(alone, together):
-        assert torch.equal(state[0], state_b[0]) and torch.equal(state[1], state_b[1])
-        assert np.array_equal(log_probs, log_probs_b)
+        assert same(state[0], state_b[0]) and same(state[1], state_b[1]) and same(log_probs, log_probs_b)
     state, log_probs = lm.advance(start, ["THE"])
-    assert np.array_equal(log_probs, alone[0][1]) and np.array_equal(lm.state_log_probs(state), log_probs)
+    assert same(log_probs, alone[0][1]) and same(lm.state_log_probs(state), log_probs)
 
 
 def test_a_bad_chunk_fails_only_its_own_session(tiny_models):

@@ -227,3 +227,26 @@ def test_committed_stubs_match_the_proto(tmp_path):
     for name in ("streamrnn_pb2.py", "streamrnn_pb2_grpc.py"):
         assert filecmp.cmp(tmp_path / "streamrnn_client" / "proto" / name, ROOT / "clients" / "streamrnn_client" / "proto" / name,
                            shallow=False), f"{name} is stale: regenerate it from protos/streamrnn.proto"
+
+
+def test_a_first_audio_message_of_odd_bytes_gets_bad_audio_and_an_end(daemon):
+    """Audio with no config before it is fed as pcm_s16le: 3 bytes are no whole samples."""
+    events = asyncio.run(ws_exchange(daemon.url, "/v1/recognize", [b"\x00\x01\x02", json.dumps({"type": "eof"})]))
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "session" and "end" in kinds, events
+    error = next(e for e in events if e["type"] == "error")
+    assert error["code"] == "bad_audio" and "even number of bytes" in error["message"]
+    assert "Traceback" not in daemon.log
+    assert_still_serving(daemon)
+
+
+@pytest.mark.parametrize("port_flag", ["--grpc-port", "--port"])
+def test_a_port_in_use_stops_a_second_daemon_with_a_one_line_error(strict_daemon, tmp_path, port_flag):
+    taken = strict_daemon.grpc_port if port_flag == "--grpc-port" else strict_daemon.http_port
+    free = ["--port", "0"] if port_flag == "--grpc-port" else ["--grpc-port", "0"]
+    done = subprocess.run([sys.executable, "-m", "streamrnn", "serve", port_flag, str(taken), *free],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("streamrnn: error:") and "in use" in last and str(taken) in last, done.stderr
+    assert strict_daemon.alive
