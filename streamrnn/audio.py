@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import soundfile
 import torch
 import torchaudio
 
+from streamrnn_client.audio import chunks, read_audio  # noqa: F401 (one file reader for daemon and client)
 from streamrnn_client.protocol import SAMPLE_RATES as SUPPORTED_RATES
 from streamrnn_client.protocol import AudioError, check_encoding, check_rate
 
@@ -21,15 +21,6 @@ WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 N_FFT = 512
 N_MELS = 80
-
-
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """Read a wav/flac/ogg/opus/mp3 file as mono float32 and its sample rate."""
-    try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"cannot read audio file {path}: {err}") from err
-    return samples.mean(axis=1), rate
 
 
 def load_for_streaming(path) -> tuple[np.ndarray, int]:
@@ -53,14 +44,6 @@ def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
     if rate == new_rate:
         return samples
     return torchaudio.functional.resample(torch.from_numpy(samples), rate, new_rate).numpy()
-
-
-def chunks(samples: np.ndarray, rate: int, chunk_ms: int | None):
-    """Consecutive pieces of `chunk_ms` milliseconds (the last may be shorter); the whole
-    signal as one piece when chunk_ms is None."""
-    step = max(1, rate * chunk_ms // 1000) if chunk_ms else max(1, len(samples))
-    for start in range(0, len(samples), step):
-        yield samples[start:start + step]
 
 
 def decode_pcm(data: bytes, encoding: str) -> np.ndarray:

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="the LM's log-probability and perplexity of a sentence")
     score.add_argument("text")
 
-    from streamrnn_client import cli as client_cli
     from streamrnn.tools import bench
+    from streamrnn_client import cli as client_cli
     client_cli.add_arguments(commands)
     bench.add_arguments(commands.add_parser(
         "bench", help="concurrent real-time streams against a daemon: latency, RTF, capacity"))

@@ -1,45 +1,51 @@
-"""Commands that talk to a running daemon: stream a file, the microphone, or
-follow another session's live transcript."""
+"""The `streamrnn-client` command (also `streamrnn stream|mic|subscribe`): stream a file or the
+microphone to a running daemon, or follow another session's live transcript."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import sys
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus, InvalidURI
 
-from streamrnn_client.websocket import ServerError, file_chunks, paced, stream_audio, subscribe
-from streamrnn.serve.tls import client_context
+from streamrnn_client import __version__
+from streamrnn_client.audio import file_chunks, paced
+from streamrnn_client.protocol import ErrorCode, EventType, StreamrnnError
+from streamrnn_client.tls import client_context
+from streamrnn_client.websocket import ServerError, stream_audio, subscribe
 
-RESUME_FAILURES = ("unknown_session", "resume_expired", "session_ended", "shutting_down")
+RESUME_FAILURES = (ErrorCode.UNKNOWN_SESSION, ErrorCode.RESUME_EXPIRED, ErrorCode.SESSION_ENDED,
+                   ErrorCode.SHUTTING_DOWN)
+PROG = "streamrnn-client"
 
 
 class Printer:
     """Partials rewritten in place on a terminal; finals as lines; or JSON lines."""
 
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
+    def __init__(self, as_json: bool, prog: str = PROG):
+        self.as_json, self.prog = as_json, prog
         self.live = sys.stdout.isatty() and not as_json
 
     def __call__(self, event: dict) -> None:
         if self.as_json:
             print(json.dumps(event), flush=True)
-        elif event["type"] == "session":
-            print(f"# session {event['session_id']}; follow it with: streamrnn subscribe {event['session_id']} "
+        elif event["type"] == EventType.SESSION:
+            print(f"# session {event['session_id']}; follow it with: {self.prog} subscribe {event['session_id']} "
                   f"{event['read_token']}", file=sys.stderr, flush=True)
-        elif event["type"] == "resumed":
+        elif event["type"] == EventType.RESUMED:
             print(f"\n# connection dropped; resumed session {event['session_id']}", file=sys.stderr, flush=True)
-        elif event["type"] == "partial" and self.live:
+        elif event["type"] == EventType.PARTIAL and self.live:
             print(f"\r\033[K{event['text']}", end="", flush=True)
-        elif event["type"] == "final":
+        elif event["type"] == EventType.FINAL:
             print(("\r\033[K" if self.live else "") + event["text"], flush=True)
-        elif event["type"] == "suggestions" and self.live:
+        elif event["type"] == EventType.SUGGESTIONS and self.live:
             print("  next: " + ", ".join(w["word"].lower() for w in event["words"]), file=sys.stderr, flush=True)
 
 
 async def stream_file_command(args) -> None:
-    printer = Printer(args.json)
+    printer = Printer(args.json, args.prog)
     chunks, rate = file_chunks(args.audio, args.chunk_ms)
     source = paced(chunks, args.chunk_ms / 1000) if args.realtime else chunks
     async for event in stream_audio(args.url, source, sample_rate=rate, phrases=args.phrase, **connection(args)):
@@ -47,7 +53,7 @@ async def stream_file_command(args) -> None:
 
 
 async def subscribe_command(args) -> None:
-    printer = Printer(args.json)
+    printer = Printer(args.json, args.prog)
     async for event in subscribe(args.url, args.session_id, args.read_token, **connection(args)):
         printer(event)
 
@@ -56,15 +62,15 @@ def connection(args) -> dict:
     """The key and, for wss:// URLs, the TLS settings the client functions take."""
     secure = args.url.startswith("wss://")
     if (args.ca or args.insecure) and not secure:
-        raise SystemExit("streamrnn: --ca and --insecure are for wss:// URLs")
+        raise SystemExit(f"{args.prog}: --ca and --insecure are for wss:// URLs")
     return {"api_key": args.api_key, "ssl": client_context(args.ca, args.insecure) if secure else None}
 
 
-def import_sounddevice():
+def import_sounddevice(prog: str):
     try:
         import sounddevice
     except OSError as err:  # the module imports but finds no PortAudio library
-        raise SystemExit("streamrnn: the microphone needs PortAudio: install it "
+        raise SystemExit(f"{prog}: the microphone needs PortAudio: install it "
                          "(Debian/Ubuntu: apt-get install libportaudio2; macOS: brew install portaudio)") from err
     return sounddevice
 
@@ -84,14 +90,14 @@ async def microphone_chunks(sounddevice, device, rate: int, chunk_ms: int):
 
 
 async def mic_command(args) -> None:
-    sounddevice = import_sounddevice()
+    sounddevice = import_sounddevice(args.prog)
     if args.list_devices:
         print(sounddevice.query_devices())
         return
     info = sounddevice.query_devices(args.device, "input")
     rate = args.rate or int(info["default_samplerate"])
     print(f"# listening on {info['name']} at {rate} Hz; Ctrl-C to stop", file=sys.stderr)
-    printer, delay = Printer(args.json), 1.0
+    printer, delay = Printer(args.json, args.prog), 1.0
     while True:
         try:
             async for event in stream_audio(args.url, microphone_chunks(sounddevice, args.device, rate, 100),
@@ -118,7 +124,8 @@ def add_connection_arguments(parser) -> None:
     parser.add_argument("--insecure", action="store_true", help="wss:// without checking the certificate")
 
 
-def add_arguments(commands) -> None:
+def add_arguments(commands, prog: str = "streamrnn") -> None:
+    """The `stream`, `mic` and `subscribe` subcommands, under the command `prog` (for messages)."""
     stream = commands.add_parser("stream", help="stream an audio file to a running daemon")
     stream.add_argument("audio")
     add_connection_arguments(stream)
@@ -138,19 +145,53 @@ def add_arguments(commands) -> None:
     follow.add_argument("read_token", help="the session's read token (its client was given it)")
     add_connection_arguments(follow)
     follow.add_argument("--json", action="store_true")
+    for parser in (stream, mic, follow):
+        parser.set_defaults(prog=prog)
 
 
 COMMANDS = {"stream": stream_file_command, "mic": mic_command, "subscribe": subscribe_command}
 
 
 def run(args) -> None:
+    """Run a parsed `stream`, `mic` or `subscribe` command; what goes wrong is one line on stderr
+    (exit status 1; 2 for a file or certificate that cannot be used)."""
+    prog, url = getattr(args, "prog", PROG), args.url
     try:
         asyncio.run(COMMANDS[args.command](args))
     except ServerError as err:
-        raise SystemExit(f"streamrnn: server error {err}") from err
+        raise SystemExit(f"{prog}: server error {err}") from err
+    except StreamrnnError as err:  # the audio file, the CA file
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
     except InvalidStatus as err:
         status = err.response.status_code
         hint = " (it needs an API key: --api-key or $STREAMRNN_API_KEY)" if status == 401 else ""
-        raise SystemExit(f"streamrnn: {args.url} refused the connection with HTTP {status}{hint}") from err
+        raise SystemExit(f"{prog}: {url} refused the connection with HTTP {status}{hint}") from err
+    except InvalidMessage as err:
+        raise SystemExit(f"{prog}: {url} is not a streamrnn WebSocket server: no WebSocket handshake "
+                         f"({err.__cause__ or err}); --url takes the daemon's HTTP port (server.http_port, "
+                         "8080 by default), not its gRPC port") from err
+    except ConnectionClosed as err:
+        raise SystemExit(f"{prog}: lost the connection to {url}: {err}") from err
     except (OSError, InvalidURI) as err:
-        raise SystemExit(f"streamrnn: cannot reach {args.url}: {err}") from err
+        raise SystemExit(f"{prog}: cannot reach {url}: {err}") from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Stream audio to a streamrnn daemon and print "
+                                     "the live transcript: a file, the microphone, or another session.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_arguments(parser.add_subparsers(dest="command", required=True), PROG)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""TLS for both ports (server side) and for the clients."""
+"""TLS for both ports, the daemon's side (the clients' side: streamrnn_client.tls)."""
 from __future__ import annotations
 
 import ssl
@@ -35,19 +35,3 @@ def grpc_server_credentials(tls: TlsConfig):
         return None
     import grpc
     return grpc.ssl_server_credentials([(read_pem(tls.key, "tls.key"), read_pem(tls.cert, "tls.cert"))])
-
-
-def client_context(ca: str | None = None, insecure: bool = False) -> ssl.SSLContext:
-    """For wss:// URLs: the system's trusted CAs, or `ca` (a PEM file, e.g. a self-signed
-    certificate); `insecure` skips verification (testing only)."""
-    context = ssl.create_default_context(cafile=ca)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def grpc_channel_credentials(ca: str | None = None):
-    """For a TLS gRPC channel: the system's trusted CAs, or `ca` (a PEM file)."""
-    import grpc
-    return grpc.ssl_channel_credentials(read_pem(ca, "CA file") if ca else None)

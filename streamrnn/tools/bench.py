@@ -23,9 +23,11 @@ from typing import AsyncIterator
 import numpy as np
 
 from streamrnn.audio import load_16k
-from streamrnn_client.websocket import GrpcClient, encode_chunks, event_from_proto, stream_audio
 from streamrnn.manifest import load_manifest
 from streamrnn.serve import eventloop, procstats
+from streamrnn_client.audio import encode_chunks
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
+from streamrnn_client.websocket import stream_audio
 
 LATENCY_TARGET_MS = 200.0
 SAMPLE_RATE = 16000
@@ -229,13 +231,14 @@ def summarise(mode, streams, records, before, after, cpu0, cpu1, rss0, rss1) -> 
 
 async def idle_cost(url: str, probe: DaemonProbe, sessions: int, hold_s: float) -> dict:
     """Open sessions that send nothing: the daemon's CPU and memory meanwhile."""
-    from streamrnn_client.websocket import config_message, open_socket
+    from streamrnn_client.protocol import SessionOptions
+    from streamrnn_client.websocket import open_socket
     sockets = []
     rss0 = probe.rss_mb()
     try:
         for _ in range(sessions):
             ws = await open_socket(url, "/v1/recognize")
-            await ws.send(json.dumps(config_message()))
+            await ws.send(json.dumps(SessionOptions().config_message()))
             await ws.recv()
             sockets.append(ws)
         await asyncio.sleep(1.0)

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from streamrnn_client.websocket import encode_chunks, file_chunks, paced, stream_audio
+from streamrnn_client.audio import encode_chunks, file_chunks, paced
+from streamrnn_client.websocket import stream_audio
 
 CHUNK_MS = 100
 

@@ -21,7 +21,8 @@ from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.engine.workers import EngineWorkers, portable, worker_config
 from streamrnn.invariance import TOLERANCE
 from streamrnn.serve.service import RecognitionService, ServiceError
-from streamrnn_client.websocket import file_chunks, stream_audio
+from streamrnn_client.audio import file_chunks
+from streamrnn_client.websocket import stream_audio
 
 CHUNKINGS = [[1600], [160], [7, 3000, 161, 16000, 1, 999, 4410], [16000], [4800, 320]]
 OPTIONS = [{}, {"phrases": ["KUBERNETES", "THE WORLD"]}, {"interim_results": False}, {"suggestions": 2}, {}]

@@ -18,9 +18,11 @@ from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamrnn_client.websocket import GrpcClient, paced, stream_audio
 from streamrnn.tools.soak import clip_chunks, finals_of, noise_clip
+from streamrnn_client.audio import paced
+from streamrnn_client.grpc_client import GrpcClient
 from streamrnn_client.proto import streamrnn_pb2 as pb
+from streamrnn_client.websocket import stream_audio
 
 FUZZ = settings(max_examples=500, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

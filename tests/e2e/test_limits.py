@@ -15,10 +15,12 @@ from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamrnn_client.websocket import GrpcClient, event_from_proto, paced, stream_audio
 from streamrnn.config import load_config
 from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.serve.hub import Hub
+from streamrnn_client.audio import paced
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
+from streamrnn_client.websocket import stream_audio
 
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})
 CHUNK_S = 0.1

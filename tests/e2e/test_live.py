@@ -4,15 +4,10 @@ import json
 
 from support import SPEECH, needs_shared_data, speech_sample
 
-from streamrnn_client.websocket import (
-    GrpcClient,
-    event_from_proto,
-    file_chunks,
-    paced,
-    stream_audio,
-    subscribe,
-)
 from streamrnn.engine.transcribe import final_text, stream_file
+from streamrnn_client.audio import file_chunks, paced
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
+from streamrnn_client.websocket import stream_audio, subscribe
 
 
 def expected_text(recognizer, path, chunk_ms=100):

@@ -17,7 +17,8 @@ from daemon import metric
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamrnn_client.websocket import GrpcClient, event_from_proto, stream_audio
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
+from streamrnn_client.websocket import stream_audio
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})

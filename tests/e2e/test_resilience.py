@@ -18,16 +18,12 @@ from daemon import Daemon, ProxyThread
 from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 
-from streamrnn_client.websocket import (
-    Backoff,
-    GrpcClient,
-    event_from_proto,
-    file_chunks,
-    stream_audio,
-    subscribe,
-)
 from streamrnn.tools.soak import ChaosProxy, clip_chunks, finals_of, noise_clip
+from streamrnn_client.audio import file_chunks
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
 from streamrnn_client.proto import streamrnn_pb2 as pb
+from streamrnn_client.resume import Backoff
+from streamrnn_client.websocket import stream_audio, subscribe
 
 CONFIG = {"type": "config", "sample_rate": 16000, "encoding": "f32le"}
 # Short utterances: many finals per clip, so a drop falls between finals.

@@ -28,9 +28,10 @@ from support import tiny_daemon_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamrnn_client.websocket import GrpcClient, ServerError, event_from_proto, subscribe
 from streamrnn.serve.auth import key_hash
-from streamrnn.serve.tls import client_context
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
+from streamrnn_client.tls import client_context
+from streamrnn_client.websocket import ServerError, subscribe
 
 KEY = "test-key-for-the-locked-daemon"
 CONFIG = json.dumps({"type": "config", "sample_rate": 16000, "encoding": "f32le"})
