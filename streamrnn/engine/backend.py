@@ -2,6 +2,7 @@
 daemon's own process, or engine worker processes (`[batching] engine_processes`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from streamrnn.config import Config
@@ -29,11 +30,13 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def build_engine(config: Config, on_batch: BatchObserver | None = None) -> tuple[Recognizer, Engine]:
+def build_engine(config: Config, on_batch: BatchObserver | None = None,
+                 on_restart: Callable[[int], None] | None = None) -> tuple[Recognizer, Engine]:
     """This process's recognizer (its LM answers suggest and score) and the engine for session audio.
-    `on_batch(seconds, size)` is told of every batch the engine runs."""
+    `on_batch(seconds, size)` is told of every batch the engine runs, `on_restart(index)` of every
+    engine worker process started in a dead one's place."""
     batching = config.batching
     recognizer = Recognizer(config, acoustic=not batching.engine_processes)
     if batching.engine_processes:
-        return recognizer, EngineWorkers(config, batching.engine_processes, on_batch)
+        return recognizer, EngineWorkers(config, batching.engine_processes, on_batch, on_restart)
     return recognizer, Batcher(recognizer, batching.max_batch, batching.max_wait_ms, on_batch=on_batch)

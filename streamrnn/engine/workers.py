@@ -5,7 +5,8 @@ it shares that lock with the event loop. Each worker process loads the models
 and runs its own Batcher; a session lives in one worker for its whole life
 (resumes included), so its state never moves, and the daemon holds only a
 handle on it. A worker that dies fails its sessions' pending and later chunks
-with an EngineError naming it; new sessions go to the workers still alive.
+with an EngineError naming it; new sessions go to the workers still alive, and
+a fresh worker takes the dead one's place after a backoff.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import multiprocessing
 import os
 import pickle
 import threading
+import time
 import weakref
+from collections.abc import Callable
 
 from streamrnn.config import Config
 from streamrnn.engine.batcher import (
@@ -32,6 +35,10 @@ from streamrnn.engine.recognizer import Recognizer, Session, SessionOptions
 
 log = logging.getLogger("streamrnn.engine.workers")
 START_TIMEOUT_S = 300.0
+# Seconds to wait before starting a fresh worker in a dead one's place, by how many times that
+# place has died within RESTART_MEMORY_S: a worker that keeps dying is retried less and less often.
+RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+RESTART_MEMORY_S = 300.0
 
 
 class RemoteSession:
@@ -50,9 +57,12 @@ class RemoteSession:
 class Worker:
     """One worker process and the pipe to it; a reader thread settles the chunks it answers."""
 
-    def __init__(self, context, config: Config, index: int, on_batch: BatchObserver | None):
+    def __init__(self, context, config: Config, index: int, on_batch: BatchObserver | None,
+                 on_death: Callable[["Worker"], None] | None = None):
+        """`on_death(worker)` is called, from the reader thread, when a worker that had started dies."""
         self.index = index
-        self.on_batch = on_batch
+        self.on_batch, self.on_death = on_batch, on_death
+        self.started = False
         self.connection, child = context.Pipe()
         self.process = context.Process(target=worker_main, args=(config, child), daemon=True,
                                        name=f"streamrnn-engine-{index}")
@@ -91,6 +101,7 @@ class Worker:
                 if kind == "results":
                     self.settle(*fields)
                 elif kind == "ready":
+                    self.started = True
                     self.ready.set()
                 elif kind == "failed":
                     self.fail(fields[0])
@@ -116,10 +127,13 @@ class Worker:
                 reason = "the engine is stopped"
             elif not self.failure:
                 log.error("%s", reason)
+            died = not self.stopping and not self.failure and self.started
             self.failure = self.failure or reason
             pending, self.pending = self.pending, {}
         self.ready.set()
         settle_all([(future, EngineError(self.failure)) for future in pending.values()])
+        if died and self.on_death is not None:
+            self.on_death(self)
 
     def release(self, key: int) -> None:
         """A session handle is gone (from any thread, even inside `send` when the garbage collector
@@ -153,16 +167,51 @@ def worker_config(config: Config, count: int) -> Config:
 class EngineWorkers:
     """Batcher's interface (open, submit, close) over `count` worker processes."""
 
-    def __init__(self, config: Config, count: int, on_batch: BatchObserver | None = None):
-        context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
-        config = worker_config(config, count)
-        self.workers = [Worker(context, config, index, on_batch) for index in range(count)]
+    def __init__(self, config: Config, count: int, on_batch: BatchObserver | None = None,
+                 on_restart: Callable[[int], None] | None = None, restart: bool = True):
+        """`on_restart(index)` is told of each worker started in a dead one's place; with `restart`
+        off, dead workers stay dead."""
+        self.context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
+        self.config = worker_config(config, count)
+        self.on_batch, self.on_restart, self.restart = on_batch, on_restart, restart
+        self.deaths: dict[int, list[float]] = {index: [] for index in range(count)}
+        self.closed = False
+        self.workers = [self.start_worker(index) for index in range(count)]
         self.keys = itertools.count()
         for worker in self.workers:
             if not worker.ready.wait(START_TIMEOUT_S) or worker.failure:
                 self.close()
                 raise EngineError(worker.failure or f"engine worker {worker.index} did not start "
                                                     f"within {START_TIMEOUT_S:g} s")
+
+    def start_worker(self, index: int) -> Worker:
+        return Worker(self.context, self.config, index, self.on_batch, self.worker_died if self.restart else None)
+
+    def worker_died(self, worker: Worker) -> None:
+        now = time.monotonic()
+        deaths = self.deaths[worker.index] = [t for t in self.deaths[worker.index] if now - t < RESTART_MEMORY_S]
+        deaths.append(now)
+        delay = RESTART_DELAYS_S[min(len(deaths), len(RESTART_DELAYS_S)) - 1]
+        log.warning("starting a new engine worker %d in %g s", worker.index, delay)
+        threading.Thread(target=self.replace, args=(worker.index, delay), daemon=True,
+                         name=f"engine-{worker.index}-restart").start()
+
+    def replace(self, index: int, delay: float) -> None:
+        """A fresh worker in place `index` after `delay` seconds; if it cannot start, the next try
+        waits longer."""
+        time.sleep(delay)
+        if self.closed:
+            return
+        worker = self.start_worker(index)
+        if not worker.ready.wait(START_TIMEOUT_S) or worker.failure or self.closed:
+            worker.stop()
+            if not self.closed:
+                self.worker_died(worker)
+            return
+        self.workers[index] = worker
+        log.warning("engine worker %d restarted (pid %d)", index, worker.process.pid)
+        if self.on_restart is not None:
+            self.on_restart(index)
 
     def open(self, options: SessionOptions) -> RemoteSession:
         options.validate()
@@ -189,6 +238,7 @@ class EngineWorkers:
                 session.closed = True
 
     def close(self) -> None:
+        self.closed = True
         for worker in self.workers:
             worker.stop()
 

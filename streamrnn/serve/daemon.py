@@ -20,7 +20,7 @@ async def serve(config: Config) -> None:
     server_config = config.server
     ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
     keys = KeyCheck(config.auth.api_key_sha256)
-    recognizer, engine = build_engine(config, on_batch=telemetry.record_batch)
+    recognizer, engine = build_engine(config, telemetry.record_batch, telemetry.record_restart)
     service = RecognitionService(recognizer, engine, server_config.max_sessions, config.limits, config.resume)
     websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(
         server_config.host, server_config.http_port)

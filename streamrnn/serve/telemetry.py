@@ -27,6 +27,8 @@ ERRORS = Counter("streamrnn_errors_total", "Errors returned to clients", ["code"
 CHUNK_LATENCY = Histogram("streamrnn_chunk_latency_seconds",
                           "From an audio chunk's arrival to its events being ready", registry=REGISTRY,
                           buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
+ENGINE_RESTARTS = Counter("streamrnn_engine_restarts_total",
+                          "Engine worker processes started in the place of dead ones", registry=REGISTRY)
 BATCH_SIZE = Histogram("streamrnn_batch_size", "Session chunks run together in one engine batch", registry=REGISTRY,
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes and friends: this process only
@@ -39,6 +41,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def record_batch(seconds: float, size: int) -> None:
     COMPUTE_SECONDS.inc(seconds)
     BATCH_SIZE.observe(size)
+
+
+def record_restart(index: int) -> None:
+    ENGINE_RESTARTS.inc()
 
 
 def exposition() -> bytes:

@@ -3,14 +3,16 @@ events it gets alone, whatever the chunkings, options and models."""
 import asyncio
 import os
 import pickle
+import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from daemon import Daemon, metric
-from support import speech_sample, tiny_config
+from support import speech_sample, tiny_config, tiny_daemon_config
 
 from streamrnn.acoustic import AcousticStream, run_streams
 from streamrnn.audio import N_MELS, AudioError, read_audio
@@ -183,8 +185,9 @@ def through_engine(engine, streams):
 
 @pytest.fixture
 def tiny_workers(tiny_models):
+    """Two workers that stay dead when killed (restarts have tests of their own)."""
     config = tiny_config(tiny_models)
-    workers = EngineWorkers(config, 2)
+    workers = EngineWorkers(config, 2, restart=False)
     yield workers
     workers.close()
 
@@ -239,6 +242,56 @@ def test_a_dead_worker_fails_its_sessions_and_spares_the_rest(tiny_workers):
                 await asyncio.sleep(0.1)
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_dead_worker_is_replaced_and_new_sessions_go_to_the_new_one(tiny_models):
+    chunk = np.zeros(1600, dtype="<f4").tobytes()
+    restarted = threading.Event()
+    workers = EngineWorkers(tiny_config(tiny_models), 1, on_restart=lambda index: restarted.set())
+
+    async def scenario():
+        old = workers.open(SessionOptions(encoding="f32le"))
+        assert isinstance(await workers.submit(old, chunk), list)
+        old.worker.process.kill()
+        with pytest.raises(EngineError, match="engine worker 0 died"):
+            await workers.submit(old, chunk)
+        assert await asyncio.to_thread(restarted.wait, 120)
+        new = workers.open(SessionOptions(encoding="f32le"))
+        assert new.worker is not old.worker and new.worker.process.pid != old.worker.process.pid
+        assert isinstance(await workers.submit(new, chunk), list)
+        with pytest.raises(EngineError, match="died"):
+            await workers.submit(old, None)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 180))
+    finally:
+        workers.close()
+
+
+def test_the_daemon_restarts_a_killed_worker_and_counts_it(tiny_models, tmp_path):
+    daemon = Daemon(tiny_daemon_config(tiny_models, tmp_path, "[batching]\nengine_processes = 1\n"))
+    try:
+        [worker_pid] = worker_pids(daemon.process.pid)
+        os.kill(worker_pid, signal.SIGKILL)
+        for _ in range(600):
+            if metric(daemon, "streamrnn_engine_restarts_total ") >= 1:
+                break
+            time.sleep(0.2)
+        assert metric(daemon, "streamrnn_engine_restarts_total ") == 1
+        assert worker_pids(daemon.process.pid) not in ([], [worker_pid])
+        events = asyncio.run(collect_events(daemon.url, file_chunks(speech_sample()[0])[0]))
+        assert events[0]["type"] == "session" and events[-1]["type"] == "end"
+        assert "engine worker 0 restarted" in daemon.log
+    finally:
+        daemon.stop()
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The engine worker processes among a daemon's children (not multiprocessing's resource tracker)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(p) for p in (task / "children").read_text().split()]
+    return [child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
 def test_a_bad_chunk_in_a_worker_fails_only_its_own_session(tiny_workers):
