@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from contextlib import nullcontext
@@ -10,7 +11,20 @@ from streamrnn.config import load_config, validate
 from streamrnn_client.protocol import StreamrnnError
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose arguments their own module adds (importing it, and so torch, only when they run).
+MODULE_COMMANDS = {
+    "bench": ("concurrent real-time streams against a daemon: latency, RTF, capacity", "streamrnn.tools.bench"),
+    "soak": ("many clients streaming, dropping and resuming against a daemon", "streamrnn.tools.soak"),
+    "synth": ("synthetic training speech from text (TTS voices)", "streamrnn.train.synth"),
+}
+TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
+               "lm": ("train the word LSTM language model", "streamrnn.train.lm")}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, with the arguments of the module-defined commands only for
+    `command` (the one that runs), so that help and the light commands start in a fraction of
+    a second."""
     parser = argparse.ArgumentParser(prog="streamrnn", description="Streaming speech and text recognition.")
     parser.add_argument("--config", help="config.toml (defaults for every key not in it)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,26 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="the LM's log-probability and perplexity of a sentence")
     score.add_argument("text")
 
-    from streamrnn.tools import bench
-    from streamrnn_client import cli as client_cli
+    from streamrnn_client import cli as client_cli  # no torch: stream, mic and subscribe start fast
     client_cli.add_arguments(commands)
-    bench.add_arguments(commands.add_parser(
-        "bench", help="concurrent real-time streams against a daemon: latency, RTF, capacity"))
-    from streamrnn.tools import soak
-    soak.add_arguments(commands)
+    for name, (help_text, module) in MODULE_COMMANDS.items():
+        parser_of_command = commands.add_parser(name, help=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(parser_of_command)
 
     key = commands.add_parser("key", help="API keys for the daemon's [auth] section")
     key.add_argument("action", choices=["new"], help="new: print a fresh random key and its config line")
 
     train = commands.add_parser("train", help="train the acoustic or language model")
     kinds = train.add_subparsers(dest="kind", required=True)
-    from streamrnn.train import am as train_am
-    from streamrnn.train import lm as train_lm
-    train_am.add_arguments(kinds.add_parser("am", help="train the CTC acoustic model"))
-    train_lm.add_arguments(kinds.add_parser("lm", help="train the word LSTM language model"))
-
-    from streamrnn.train import synth
-    synth.add_arguments(commands.add_parser("synth", help="synthetic training speech from text (TTS voices)"))
+    for kind, (help_text, module) in TRAIN_KINDS.items():
+        parser_of_kind = kinds.add_parser(kind, help=help_text)
+        if command == "train":
+            importlib.import_module(module).add_arguments(parser_of_kind)
     return parser
 
 
@@ -206,8 +216,20 @@ COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscr
             "soak": run_soak}
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The command named in `argv` (the first word that is not an option or --config's value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(command_of(argv)).parse_args(argv)
     try:
         COMMANDS[args.command](args)
     except (StreamrnnError, ValueError, OSError) as err:

@@ -220,8 +220,7 @@ async def one_session(url: str, clip, expected: list, report: SoakReport, pace: 
     report.add_session(expected, finals_of(events), sum(e["type"] == "resumed" for e in events), error)
 
 
-def add_arguments(commands) -> None:
-    soak_parser = commands.add_parser("soak", help="many clients streaming, dropping and resuming against a daemon")
+def add_arguments(soak_parser) -> None:
     soak_parser.add_argument("--url", default="ws://127.0.0.1:8080", help="the daemon (ws://)")
     soak_parser.add_argument("--clients", type=int, default=200)
     soak_parser.add_argument("--seconds", type=float, default=300.0, help="how long clients keep starting sessions")

@@ -82,3 +82,13 @@ def test_corrupt_model_fails_at_start(tmp_path):
     result = streamrnn("serve", "--port", "0", "--grpc-port", "0", config=config)
     assert result.returncode == 2
     assert f"acoustic model file {model} is corrupt" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["stream", "--help"], ["mic", "--help"], ["subscribe", "--help"],
+                                  ["key", "new"], ["--config", "config.toml", "soak", "--help"]])
+def test_commands_that_run_no_model_load_no_torch(args):
+    """Help and the client commands answer without importing torch (it takes seconds to load)."""
+    script = ("import sys\nfrom streamrnn.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+              "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
