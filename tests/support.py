@@ -15,11 +15,15 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEECH = SHARED_DATA / "speech"
 
 
+def missing(reason: str):
+    """A test needs something this machine lacks: skip, with the reason; in CI, where .ci/run
+    installs everything and lays ../shared/data beside the clone, fail, so nothing skips unnoticed."""
+    (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+
+
 def needs_shared_data():
-    """Skip where ../shared/data is missing (a user's machine); in CI, where it is always laid
-    beside the clone, its absence is a failure, so that no test skips there unnoticed."""
     if not SPEECH.is_dir():
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"training data not found at {SHARED_DATA}")
+        missing(f"training data not found at {SHARED_DATA}")
 
 
 def make_acoustic(tmp: Path, rnn: str = "lstm", seed: int = 0) -> Path:

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile
 from daemon import Daemon, ProxyThread
+from support import missing
 
 from streamrnn.config import ASSETS, load_config
 from streamrnn.wer import edit_distance
@@ -54,19 +54,19 @@ FINALS = """() => [...document.querySelectorAll("#transcript .final")].map(
 
 def require_browser_setup() -> None:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+        missing(f"{CHROMIUM} not found (apt-get install chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("the playwright package is not installed (pip install playwright)")
+        missing("the playwright package is not installed (pip install playwright)")
     if not MANIFEST.exists():
-        pytest.skip(f"speech data not found at {MANIFEST}")
+        missing(f"speech data not found at {MANIFEST}")
 
 
 def require_shipped_models() -> None:
-    missing = [name for name in ("am.pt", "lm.pt") if not (ASSETS / name).exists()]
-    if missing:
-        pytest.skip(f"the shipped models are not built yet: no {', '.join(missing)} in {ASSETS}")
+    absent = [name for name in ("am.pt", "lm.pt") if not (ASSETS / name).exists()]
+    if absent:
+        missing(f"the shipped models are not built yet: no {', '.join(absent)} in {ASSETS}")
 
 
 def fake_microphone_wav(directory: Path) -> tuple[Path, float]:

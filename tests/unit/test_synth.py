@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile
+from support import missing
 
 from streamrnn.manifest import load_manifest
 
@@ -24,7 +25,7 @@ def synth(*args):
 def installed_voices():
     voices = [voice for voice, installed in VOICE_NEEDS.items() if installed()]
     if not voices:
-        pytest.skip("no TTS voice installed: apt-get install espeak-ng flite; pip install '.[synth]'")
+        missing("no TTS voice installed: apt-get install espeak-ng flite; pip install '.[synth]'")
     return voices
 
 

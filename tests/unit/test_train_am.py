@@ -5,9 +5,8 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import torch
-from support import SPEECH, needs_shared_data
+from support import SPEECH, missing, needs_shared_data
 from test_sources import make_librispeech
 
 from streamrnn.checkpoint import load_model
@@ -26,7 +25,7 @@ def test_one_epoch_over_mixed_sources_writes_a_checkpoint(tmp_path):
     needs_shared_data()
     voices = [v for v, tool in (("espeak", "espeak-ng"), ("flite", "flite")) if shutil.which(tool)]
     if not voices:
-        pytest.skip("neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)")
+        missing("neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)")
     synthetic = synthesize([str(SPEECH / "fsdd.jsonl")], tmp_path / "synth", 4, voices, [0.9, 1.1], min_words=1)
     make_librispeech(tmp_path / "ls", count=3)
     config = tmp_path / "config.toml"
