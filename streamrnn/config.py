@@ -26,6 +26,13 @@ class ModelConfig:
 @dataclass
 class DecoderConfig:
     method: str = "beam"
+    ngram: str = "builtin"
+    vocabulary: str = "builtin"
+    word_beam_size: int = 100
+    word_beam_threshold: float = 25.0
+    ngram_weight: float = 2.0
+    word_score: float = -1.0
+    phrase_word_bonus: float = 5.0
     beam_size: int = 8
     token_prune: float = 8.0
     lm_weight: float = 0.3
@@ -179,7 +186,7 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     merge(config, data, str(path))
     base = Path(path).resolve().parent
-    resolve_model_paths(config.model, base)
+    resolve_model_paths(config, base)
     resolve_tls_paths(config.tls, base)
     if config.training.synthetic and not Path(config.training.synthetic).is_absolute():
         config.training.synthetic = str(base / config.training.synthetic)
@@ -190,7 +197,9 @@ def load_config(path: str | Path | None = None) -> Config:
 def validate(config: Config, where: str) -> None:
     checks = [
         (config.model.quantize in ("", "int8"), "model.quantize must be \"\" (off) or \"int8\""),
-        (config.decoder.method in ("beam", "greedy"), "decoder.method must be \"beam\" or \"greedy\""),
+        (config.decoder.method in ("lexicon", "beam", "greedy"),
+         "decoder.method must be \"lexicon\", \"beam\" or \"greedy\""),
+        (config.decoder.word_beam_size >= 1, "decoder.word_beam_size must be at least 1"),
         (config.decoder.beam_size >= 1, "decoder.beam_size must be at least 1"),
         (config.endpoint.trailing_silence_ms > 0, "endpoint.trailing_silence_ms must be positive"),
         (config.endpoint.max_utterance_s > 0, "endpoint.max_utterance_s must be positive"),
@@ -251,12 +260,13 @@ def resolve_tls_paths(tls: TlsConfig, base: Path) -> None:
             setattr(tls, key, str(base / value))
 
 
-def resolve_model_paths(model: ModelConfig, base: Path) -> None:
+def resolve_model_paths(config: Config, base: Path) -> None:
     """Relative model paths in a config file are relative to that file."""
-    for key in ("acoustic_model", "language_model"):
-        value = getattr(model, key)
+    for section, key in (("model", "acoustic_model"), ("model", "language_model"), ("decoder", "ngram"),
+                         ("decoder", "vocabulary")):
+        value = getattr(getattr(config, section), key)
         if value not in ("", BUILTIN) and not Path(value).is_absolute():
-            setattr(model, key, str(base / value))
+            setattr(getattr(config, section), key, str(base / value))
 
 
 def model_path(value: str, builtin_name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,12 +18,13 @@ from torch import nn
 
 from streamrnn.acoustic import AcousticStream, run_streams
 from streamrnn.audio import Frontend, decode_pcm, log_mel
-from streamrnn.checkpoint import load_model
-from streamrnn.config import Config, ModelConfig, model_path
+from streamrnn.checkpoint import ModelError, load_model
+from streamrnn.config import Config, DecoderConfig, ModelConfig, model_path
 from streamrnn.decoding import Decoder, Utterance
 from streamrnn.invariance import lay_out_for_batch_invariance
 from streamrnn.lm import LMRunner, WordScorer, prefetch
 from streamrnn.tokens import normalize
+from streamrnn.wordsearch import WordDecoder, WordSearch
 from streamrnn_client.protocol import MAX_SUGGESTIONS, SessionOptions
 
 
@@ -56,6 +58,9 @@ class Recognizer:
         if config.model.language_model:
             self.lm = load_language_model(config, batch_invariant)
             self.lm_start = self.lm.start()  # every session's first LM entry: computed once, shared
+        self.word_search = None
+        if acoustic and config.decoder.method == "lexicon":
+            self.word_search = load_word_search(config.decoder)
 
     def session(self, options: SessionOptions | None = None) -> "Session":
         return Session(self, (options or SessionOptions()).validate())
@@ -75,7 +80,8 @@ class Recognizer:
         sizes = [len(frames) for _, _, frames, _ in live]
         features = log_mel(torch.cat([frames for _, _, frames, _ in live])).split(sizes) if live else []
         log_probs = run_streams(self.acoustic, [session.acoustic for _, session, _, _ in live], list(features))
-        rows = [lp.tolist() for lp in log_probs]
+        # the lexicon search reads float32 arrays; the Python beam search is faster on lists
+        rows = [lp.numpy() if self.word_search else lp.tolist() for lp in log_probs]
         events = [[] for _ in live]
         for step in range(max(map(len, rows), default=0)):
             for k, (_, session, _, _) in enumerate(live):
@@ -83,7 +89,7 @@ class Recognizer:
                     events[k] += session.decode_row(rows[k][step])
             self.prefetch_lm([session for _, session, _, _ in live])
         for k, (index, session, _, final) in enumerate(live):
-            results[index] = events[k] + session.end_chunk(final, bool(rows[k]))
+            results[index] = events[k] + session.end_chunk(final, len(rows[k]) > 0)
         return results
 
     def prefetch_lm(self, sessions: list["Session"]) -> None:
@@ -109,6 +115,18 @@ class Recognizer:
 def load_language_model(config: Config, batch_invariant: bool = True) -> LMRunner:
     path = model_path(config.model.language_model or "builtin", "lm.pt")
     return LMRunner(load_engine_model("language", path, config.model, batch_invariant))
+
+
+def load_word_search(config: DecoderConfig) -> WordSearch:
+    """The vocabulary and n-gram of decoder.method = "lexicon" ("builtin": the ones shipped)."""
+    paths = model_path(config.ngram, "words.arpa.gz"), model_path(config.vocabulary, "words.txt")
+    for path in paths:
+        if not Path(path).is_file():
+            raise ModelError(f"no such file: {path}")
+    try:
+        return WordSearch(config, *paths)
+    except RuntimeError as err:  # KenLM's own error names the file and what is wrong in it
+        raise ModelError(f"cannot load the n-gram {paths[0]}: {str(err).splitlines()[-1]}") from err
 
 
 def load_engine_model(kind: str, path: str, config: ModelConfig, batch_invariant: bool = True) -> nn.Module:
@@ -159,9 +177,13 @@ class Session:
         self.suggestion_count = config.suggestions.count if options.suggestions is None else options.suggestions
         self.frontend = Frontend(options.sample_rate)
         self.acoustic = AcousticStream(recognizer.acoustic)
-        factory = recognizer.scorer if recognizer.lm else None
-        self.decoder = Decoder(config.decoder, config.endpoint, recognizer.acoustic.frame_shift_s,
-                               factory, options.phrases)
+        step_s = recognizer.acoustic.frame_shift_s
+        if recognizer.word_search is not None:
+            self.decoder = WordDecoder(recognizer.word_search, config.endpoint, step_s, options.phrases,
+                                       recognizer.lm, recognizer.lm_start if recognizer.lm else None)
+        else:
+            factory = recognizer.scorer if recognizer.lm else None
+            self.decoder = Decoder(config.decoder, config.endpoint, step_s, factory, options.phrases)
         self.finals = 0
         self.closed = False
 

@@ -1,0 +1,219 @@
+"""Lexicon-constrained CTC beam search: the search spells only words of a vocabulary, scored by a
+word n-gram LM (KenLM format) in first-pass fusion, in flashlight-text's C++ decoder.
+
+One `WordSearch` holds the n-gram and the lexicon trie for every session; each session steps its
+own `WordDecoder` one CTC frame at a time, so its results do not depend on how its audio was
+chunked. Endpoints come from the frames themselves (a run of frames whose likeliest token is not
+a letter), which every chunking sees alike; the beam's best path is read only for partials and
+finals. A session's phrases may hold words outside the vocabulary: they are spelled and added to
+a trie of that session's own (cached by phrase set), and every phrase word earns a bonus.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from flashlight.lib.text.decoder import LM, CriterionType, LexiconDecoder, LexiconDecoderOptions, SmearingMode, Trie
+from flashlight.lib.text.decoder.kenlm import KenLM
+from flashlight.lib.text.dictionary import Dictionary
+
+from streamrnn.config import DecoderConfig, EndpointConfig
+from streamrnn.decoding import Utterance, Word
+from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID, normalize
+
+UNK = "<unk>"
+NOT_A_LETTER = (BLANK, SPACE)
+PHRASE_TRIES = 16  # tries with a session's extra words, kept for the next session with the same phrases
+
+
+class WordSearch:
+    """The vocabulary, its n-gram and its lexicon trie, loaded once and shared by every session."""
+
+    def __init__(self, config: DecoderConfig, ngram_path: str, vocabulary_path: str):
+        self.config = config
+        self.words = read_vocabulary(vocabulary_path)
+        self.index = {word: i for i, word in enumerate(self.words)}
+        self.unk = len(self.words)
+        self.ngram = KenLM(str(ngram_path), Dictionary(self.words + [UNK]))
+        start = self.ngram.start(False)
+        self.unigram = [self.ngram.score(start, i)[1] for i in range(len(self.words))]
+        self.trie = self.build_trie([])
+        self.extra: dict[str, int] = {}  # words outside the vocabulary that phrases brought, by index
+        self.phrase_tries: OrderedDict[frozenset, Trie] = OrderedDict()
+
+    def build_trie(self, extra: list[tuple[str, int]]) -> Trie:
+        trie = Trie(len(ALPHABET) + 1, SPACE)
+        for index, word in enumerate(self.words):
+            trie.insert(spelling(word), index, self.unigram[index])
+        for word, index in extra:
+            trie.insert(spelling(word), index, self.unigram_of_unknown())
+        trie.smear(SmearingMode.MAX)
+        return trie
+
+    def unigram_of_unknown(self) -> float:
+        return self.ngram.score(self.ngram.start(False), self.unk)[1]
+
+    def word(self, index: int) -> str:
+        return self.words[index] if index < len(self.words) else self.extra_words[index]
+
+    @property
+    def extra_words(self) -> dict[int, str]:
+        return {index: word for word, index in self.extra.items()}
+
+    def decoder(self, phrases: list[str]) -> LexiconDecoder:
+        """A search for one session: the shared trie and n-gram, or with `phrases`, a trie that also
+        spells their words and an n-gram that gives each of them a bonus."""
+        words = {word for phrase in phrases for word in normalize(phrase).split()}
+        lm, trie = self.ngram, self.trie
+        if words:
+            bonus = {self.index_of(word): self.config.phrase_word_bonus for word in words}
+            lm = PhraseBonusLM(self.ngram, self.unk, bonus)
+            trie = self.trie_with(frozenset(word for word in words if word not in self.index))
+        options = LexiconDecoderOptions(
+            beam_size=self.config.word_beam_size, beam_size_token=len(ALPHABET) + 1,
+            beam_threshold=self.config.word_beam_threshold, lm_weight=self.config.ngram_weight,
+            word_score=self.config.word_score, unk_score=-float("inf"), sil_score=0.0, log_add=False,
+            criterion_type=CriterionType.CTC)
+        return LexiconDecoder(options, trie, lm, SPACE, BLANK, self.unk, [], False), lm
+
+    def index_of(self, word: str) -> int:
+        if word in self.index:
+            return self.index[word]
+        return self.extra.setdefault(word, len(self.words) + 1 + len(self.extra))
+
+    def trie_with(self, unknown: frozenset) -> Trie:
+        if not unknown:
+            return self.trie
+        if unknown not in self.phrase_tries:
+            self.phrase_tries[unknown] = self.build_trie([(word, self.index_of(word)) for word in sorted(unknown)])
+            if len(self.phrase_tries) > PHRASE_TRIES:
+                self.phrase_tries.popitem(last=False)
+        self.phrase_tries.move_to_end(unknown)
+        return self.phrase_tries[unknown]
+
+
+class PhraseBonusLM(LM):
+    """The n-gram with a bonus for a session's phrase words; words outside its vocabulary are scored
+    as its unknown word."""
+
+    def __init__(self, ngram: KenLM, unk: int, bonus: dict[int, float]):
+        LM.__init__(self)
+        self.ngram, self.unk, self.bonus = ngram, unk, bonus
+
+    def start(self, start_with_nothing: bool):
+        return self.ngram.start(start_with_nothing)
+
+    def score(self, state, token: int):
+        state, score = self.ngram.score(state, token if token <= self.unk else self.unk)
+        return state, score + self.bonus.get(token, 0.0)
+
+    def finish(self, state):
+        return self.ngram.finish(state)
+
+
+def read_vocabulary(path) -> list[str]:
+    words = [line.strip() for line in Path(path).read_text().splitlines()]
+    return [word for word in dict.fromkeys(words) if word and word == normalize(word)]
+
+
+def spelling(word: str) -> list[int]:
+    return [TOKEN_ID[ch] for ch in word] + [SPACE]
+
+
+class WordDecoder:
+    """One session's search, with the interface of `decoding.Decoder`: `advance_row` per CTC frame,
+    `finish_utterance`, `partial_text`, and the LSTM LM's next words after each final."""
+
+    def __init__(self, search: WordSearch, endpoint: EndpointConfig, step_s: float, phrases: list[str] = (),
+                 lm=None, lm_start=None):
+        self.search, self.endpoint, self.step_s = search, endpoint, step_s
+        self.decoder, self.lm_with_bonus = search.decoder(list(phrases))  # the LM object must outlive the decoder
+        self.lm, (self.lm_state, self.lm_log_probs) = lm, (lm_start or (None, None))
+        self.scorer = None  # no LSTM LM inside the search: nothing for the engine to prefetch
+        self.step = 0
+        self.start_utterance()
+
+    def start_utterance(self) -> None:
+        self.decoder.decode_begin()
+        self.utterance_start = self.step
+        self.rows: list[np.ndarray] = []
+        self.last_letter = -1  # the last frame (from the utterance start) whose likeliest token is a letter
+
+    def advance_row(self, row: np.ndarray) -> Utterance | None:
+        row = np.ascontiguousarray(row, dtype=np.float32)
+        self.decoder.decode_step(row.ctypes.data, 1, len(row))
+        if int(row.argmax()) not in NOT_A_LETTER:
+            self.last_letter = len(self.rows)
+        self.rows.append(row)
+        self.step += 1
+        if not self.at_endpoint():
+            return None
+        utterance = self.finish_utterance()
+        return utterance if utterance.text else None
+
+    def at_endpoint(self) -> bool:
+        frames = len(self.rows)
+        if self.last_letter < 0:
+            return frames * self.step_s * 1000 >= self.endpoint.leading_silence_ms
+        silence_ms = (frames - 1 - self.last_letter) * self.step_s * 1000
+        return silence_ms >= self.endpoint.trailing_silence_ms or frames * self.step_s >= self.endpoint.max_utterance_s
+
+    def finish_utterance(self) -> Utterance:
+        """Close the last word (one frame of pure word separator), take the best path, start anew."""
+        separator = np.full(len(ALPHABET) + 1, -1e30, dtype=np.float32)
+        separator[SPACE] = 0.0
+        self.decoder.decode_step(separator.ctypes.data, 1, len(separator))
+        self.decoder.decode_end()
+        best = self.decoder.get_best_hypothesis()
+        words = self.timed_words(best)
+        utterance = Utterance(" ".join(w.word for w in words), words, round(self.utterance_start * self.step_s, 3),
+                              round(self.step * self.step_s, 3))
+        if words and self.lm is not None:
+            self.lm_state, self.lm_log_probs = self.lm.advance(self.lm_state, [w.word for w in words])
+        self.start_utterance()
+        return utterance
+
+    def timed_words(self, best) -> list[Word]:
+        """The best path's words with their frames: a word spans its letters' frames (and the
+        blanks between them); its confidence is the mean probability of its letters' frames."""
+        frames = best.tokens[1:len(self.rows) + 1]  # token per frame; the first is the start state
+        spans, start, letters = [], None, []
+        for frame, token in enumerate(list(frames) + [SPACE]):
+            if token == SPACE and start is not None:
+                spans.append((start, letters[-1], letters))
+                start, letters = None, []
+            elif token != SPACE and token != BLANK:
+                start = frame if start is None else start
+                letters.append(frame)
+        indices = [w for w in best.words if w >= 0]
+        words = []
+        for index, (first, last, letter_frames) in zip(indices, spans):
+            log_prob = np.mean([self.rows[f][frames[f]] for f in letter_frames])
+            offset = self.utterance_start
+            words.append(Word(self.search.word(index), round((offset + first) * self.step_s, 3),
+                              round((offset + last + 1) * self.step_s, 3), round(float(np.exp(log_prob)), 3)))
+        return words
+
+    def partial_text(self) -> str:
+        best = self.decoder.get_best_hypothesis()
+        words = [self.search.word(w) for w in best.words if w >= 0]
+        return " ".join(words + [pending_letters(best.tokens)]).strip()
+
+    def next_word_log_probs(self) -> np.ndarray | None:
+        return self.lm_log_probs
+
+    def lm_histories(self) -> list:
+        return []
+
+
+def pending_letters(tokens) -> str:
+    """The letters of the word the best path is spelling now (CTC-collapsed), after its last separator."""
+    letters, previous = [], None
+    for token in reversed(list(tokens)):
+        if token == SPACE:
+            break
+        if token != BLANK and token != previous and token >= 0:
+            letters.append(ALPHABET[token - 1])
+        previous = token
+    return "".join(reversed(letters))

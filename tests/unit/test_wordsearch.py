@@ -1,0 +1,102 @@
+"""The lexicon search (flashlight-text's decoder with a KenLM n-gram) on made-up CTC frames, and
+its phrase biasing; tests/unit/test_streaming.py pins streaming against offline on real speech."""
+import numpy as np
+import pytest
+
+from streamrnn.config import DecoderConfig, EndpointConfig
+from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
+from streamrnn.wordsearch import WordDecoder, WordSearch, pending_letters
+
+WORDS = ["THE", "CAT", "SAT", "MAT", "ON"]
+ARPA = """\\data\\
+ngram 1=8
+ngram 2=3
+
+\\1-grams:
+-1.0\t<s>\t-0.3
+-1.0\t</s>
+-0.7\tTHE\t-0.3
+-1.0\tCAT\t-0.3
+-1.0\tSAT\t-0.3
+-1.0\tMAT\t-0.3
+-1.0\tON\t-0.3
+-3.0\t<unk>
+
+\\2-grams:
+-0.2\tTHE CAT
+-0.2\tCAT SAT
+-0.2\tSAT ON
+
+\\end\\
+"""
+STEP_S = 0.04
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ngram")
+    (folder / "words.arpa").write_text(ARPA)
+    (folder / "words.txt").write_text("\n".join(WORDS) + "\n")
+    return WordSearch(DecoderConfig(), folder / "words.arpa", folder / "words.txt")
+
+
+def frames(spec: list[tuple[dict[str, float], int]]) -> np.ndarray:
+    """CTC log-prob rows: each (token probabilities, frame count); what is left goes to blank."""
+    rows = []
+    for probs, count in spec:
+        row = np.full(len(ALPHABET) + 1, 1e-4)
+        for token, p in probs.items():
+            row[TOKEN_ID[token] if token != "_" else BLANK] = p
+        row[BLANK] += max(0.0, 1 - row.sum())
+        rows += [np.log(row / row.sum()).astype(np.float32)] * count
+    return np.array(rows)
+
+
+def spoken(*words_with_letters) -> np.ndarray:
+    spec = [({"_": 1.0}, 3)]
+    for letters in words_with_letters:
+        for letter in letters:
+            spec += [(letter, 2), ({"_": 1.0}, 1)]
+        spec += [({" ": 0.9}, 1), ({"_": 1.0}, 2)]
+    return frames(spec + [({"_": 1.0}, 30)])
+
+
+def decode(search, rows, phrases=()):
+    decoder = WordDecoder(search, EndpointConfig(trailing_silence_ms=800), STEP_S, list(phrases))
+    utterances = [u for row in rows if (u := decoder.advance_row(row))]
+    last = decoder.finish_utterance()
+    return utterances + ([last] if last.text else [])
+
+
+def test_only_words_of_the_vocabulary_come_out(search):
+    rows = spoken([{"C": 0.9}, {"A": 0.9}, {"T": 0.9}], [{"S": 0.9}, {"A": 0.9}, {"T": 0.9}])
+    [utterance] = decode(search, rows)
+    assert utterance.text == "CAT SAT"
+    rows = spoken([{"K": 0.9}, {"A": 0.9}, {"T": 0.9}])  # KAT is not a word it knows
+    assert all(u.text != "KAT" for u in decode(search, rows))
+
+
+def test_word_times_and_confidence_follow_the_frames(search):
+    rows = spoken([{"C": 0.9}, {"A": 0.9}, {"T": 0.9}], [{"S": 0.5, "M": 0.4}, {"A": 0.9}, {"T": 0.9}])
+    [utterance] = decode(search, rows)
+    cat, second = utterance.words
+    assert cat.word == "CAT" and cat.start == pytest.approx(3 * STEP_S) and cat.end == pytest.approx(11 * STEP_S)
+    assert second.start >= cat.end and 0 < second.conf < cat.conf <= 1
+
+
+def test_a_phrase_spells_a_word_outside_the_vocabulary(search):
+    rows = spoken([{"K": 0.9}, {"A": 0.9}, {"T": 0.9}])
+    [utterance] = decode(search, rows, phrases=["kat"])
+    assert utterance.text == "KAT"
+    assert all(u.text != "KAT" for u in decode(search, rows))  # the shared trie is not changed
+
+
+def test_a_phrase_flips_a_close_decision(search):
+    rows = spoken([{"S": 0.45, "M": 0.55}, {"A": 0.9}, {"T": 0.9}])
+    assert [u.text for u in decode(search, rows)] == ["MAT"]
+    assert [u.text for u in decode(search, rows, phrases=["SAT"])] == ["SAT"]
+
+
+def test_the_partial_shows_the_word_being_spelled():
+    tokens = [SPACE, TOKEN_ID["C"], TOKEN_ID["C"], BLANK, TOKEN_ID["A"], SPACE, TOKEN_ID["S"], BLANK, TOKEN_ID["S"]]
+    assert pending_letters(tokens) == "SS"
