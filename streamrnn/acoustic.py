@@ -25,6 +25,14 @@ class AcousticConfig:
     stack: int = 3
     dropout: float = 0.1
     vocab: int = VOCAB_SIZE
+    # What the model emits: "chars" (tokens.ALPHABET) or "phones" (phones.PhoneInventory), and
+    # its tokens in id order, blank first. Models from before these fields are character models.
+    targets: str = "chars"
+    tokens: list[str] | None = None
+
+    def __post_init__(self):
+        if self.tokens is not None and len(self.tokens) != self.vocab:
+            raise ValueError(f"{len(self.tokens)} tokens but an output layer of {self.vocab}")
 
 
 class AcousticModel(nn.Module):

@@ -54,6 +54,9 @@ class Recognizer:
         if acoustic:
             self.acoustic = load_engine_model("acoustic", model_path(config.model.acoustic_model, "am.pt"),
                                               config.model, batch_invariant)
+            if getattr(self.acoustic.config, "targets", "chars") != "chars":
+                raise ValueError(f"{config.model.acoustic_model} emits {self.acoustic.config.targets}: the decoder "
+                                 "reads character models only (phone models need the lexicon search)")
         self.lm = None
         if config.model.language_model:
             self.lm = load_language_model(config, batch_invariant)

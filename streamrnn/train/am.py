@@ -2,29 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from streamrnn.acoustic import AcousticConfig, AcousticModel
-from streamrnn.checkpoint import (
-    SaveClock,
-    load_training_state,
-    save_model,
-    save_training_state,
-)
+from streamrnn.checkpoint import SaveClock, load_training_state, save_model, save_training_state
 from streamrnn.config import NOISE_TYPES, Augmentation, load_config
-from streamrnn.tokens import BLANK, decode, encode
-from streamrnn.train.features import (
-    augmented_features,
-    cached_features,
-    length_batches,
-    normalization_stats,
-)
+from streamrnn.targets import TARGET_KINDS, greedy_ids, make_inventory
+from streamrnn.tokens import BLANK
+from streamrnn.train.features import augmented_features, cached_features, length_batches, normalization_stats
 from streamrnn.train.progress import TrainingLog
 from streamrnn.train.sources import epoch_order, load_source
-from streamrnn.wer import ErrorRate
 
 
 def spec_augment(features: torch.Tensor, fill: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -51,21 +42,16 @@ def collate(features: list[torch.Tensor], texts: list[list[int]], device):
     return padded.to(device), lengths, targets, target_lengths
 
 
-def greedy_text(log_probs: torch.Tensor) -> str:
-    best = log_probs.argmax(-1).tolist()
-    collapsed = [t for i, t in enumerate(best) if t != BLANK and (i == 0 or t != best[i - 1])]
-    return decode(collapsed)
-
-
 @torch.no_grad()
-def dev_wer(model: AcousticModel, features, texts, device) -> float:
+def dev_error(model: AcousticModel, features, references, inventory, device) -> float:
+    """Greedy dev error rate: WER for a character model, PER for a phone model."""
     model.eval()
-    errors = ErrorRate()
-    for f, text in zip(features, texts):
+    hypotheses = []
+    for f in features:
         log_probs, _ = model(f.float()[None].to(device))
-        errors.add(text, greedy_text(log_probs[0].cpu()))
+        hypotheses.append(greedy_ids(log_probs[0].cpu()))
     model.train()
-    return errors.wer
+    return inventory.error_rate(zip(references, hypotheses))
 
 
 class Trainer:
@@ -75,14 +61,17 @@ class Trainer:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rng = np.random.default_rng(args.seed)
         self.augmentation = Augmentation.from_config(args)
+        self.inventory = make_inventory(args.targets, args.phone_boundary, args.oov_words == "flite")
         self.load_data()
+        tokens = list(self.inventory.tokens)
         self.model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers,
-                                                  stack=args.stack, dropout=args.dropout))
+                                                  stack=args.stack, dropout=args.dropout, vocab=len(tokens),
+                                                  targets=self.inventory.kind, tokens=tokens))
         mean, std = normalization_stats(self.train[1.0])
         self.model.set_normalization(mean, std)
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=1e-2)
-        self.state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": 1e9, "bad_epochs": 0, "history": []}
+        self.state = {"epoch": 0, "batch": 0, "step": 0, "best": 1e9, "bad_epochs": 0, "history": []}
         if args.resume and (self.out / "checkpoint.pt").exists():
             self.resume()
 
@@ -91,7 +80,7 @@ class Trainer:
         self.sources = [load_source(spec) for spec in args.manifests]
         self.train = {speed: [] for speed in args.speeds}
         self.augmented = [[] for _ in range(args.augmented_copies)] if self.augmentation.active else []
-        self.train_texts, self.dev, self.dev_texts = [], [], []
+        self.train_texts, self.dev, self.dev_refs = [], [], []
         for source in self.sources:
             name = f"{source.name}-train"
             for speed in args.speeds:
@@ -99,17 +88,41 @@ class Trainer:
             for copy, variants in enumerate(self.augmented):
                 variants.extend(augmented_features(source.train, self.augmentation, args.speeds, copy, args.seed,
                                                    cache, name))
-            self.train_texts.extend(encode(u.text) for u in source.train)
-            self.dev.extend(cached_features(source.dev, 1.0, cache, f"{source.name}-dev"))
-            self.dev_texts.extend(u.text for u in source.dev)
-        if not self.train_texts:
+            self.train_texts.extend(self.targets_of(source, "train"))
+            dev = cached_features(source.dev, 1.0, cache, f"{source.name}-dev")
+            references = [self.inventory.reference(u.text) for u in source.dev]
+            kept = [i for i, reference in enumerate(references) if reference is not None]
+            self.dev.extend(dev[i] for i in kept)
+            self.dev_refs.extend(references[i] for i in kept)
+        self.usable = [i for i, text in enumerate(self.train_texts) if text is not None]
+        if not self.usable:
             raise ValueError("no training utterances in " + " ".join(args.manifests))
         weights = ", ".join(f"{s.name} {len(s.train)} x{s.weight:g}" for s in self.sources)
         print(f"train: {weights}; {len(args.speeds)} speeds, {len(self.augmented)} augmented copies; "
-              f"dev: {len(self.dev)}")
+              f"dev: {len(self.dev)}; targets: {self.inventory.kind} ({len(self.inventory.tokens)} tokens)")
+
+    def targets_of(self, source, split: str) -> list:
+        """Target ids of a source's utterances; None for one whose transcript has a word without a
+        pronunciation (phone targets), which training then leaves out. Says how many."""
+        utterances = getattr(source, split)
+        targets = [self.inventory.encode(u.text) for u in utterances]
+        dropped = [u for u, t in zip(utterances, targets) if t is None]
+        if dropped:
+            words = sorted({w for u in dropped for w in self.inventory.missing(u.text)})
+            hours = sum(u.duration for u in dropped) / 3600
+            print(f"{source.name} {split}: {len(dropped)} of {len(utterances)} utterances ({hours:.2f} h) left out "
+                  f"for {len(words)} words without a pronunciation, e.g. {' '.join(words[:8])}")
+        return targets
 
     def resume(self):
+        saved = torch.load(self.out / "checkpoint.pt", map_location="cpu", weights_only=False)["args"]
+        for key in ("targets", "phone_boundary", "oov_words"):
+            if key in saved and saved[key] != getattr(self.args, key):
+                raise ValueError(f"{self.out}/checkpoint.pt was trained with --{key.replace('_', '-')} "
+                                 f"{saved[key]}, not {getattr(self.args, key)}: resume with the same, or a new --out")
         self.state = load_training_state(self.out / "checkpoint.pt", self.model, self.optimizer, self.device)
+        if "best_wer" in self.state:  # runs saved before the dev metric could be PER
+            self.state["best"] = self.state.pop("best_wer")
         print(f"resumed at epoch {self.state['epoch']} batch {self.state['batch']}")
 
     def save_checkpoint(self):
@@ -126,7 +139,8 @@ class Trainer:
         """Length-bucketed batches in random order; shortest first in the first epoch (SortaGrad),
         which gets CTC past its all-blank plateau sooner."""
         rng = np.random.default_rng(self.args.seed + epoch)
-        order = epoch_order(self.sources, self.args.seed, epoch)
+        usable = set(self.usable)
+        order = [i for i in epoch_order(self.sources, self.args.seed, epoch) if i in usable]
         lengths = [len(self.train[1.0][i]) for i in order]
         batches = length_batches(lengths, self.args.batch_frames, rng)
         if epoch == 0:
@@ -148,9 +162,11 @@ class Trainer:
         padded, lengths, targets, target_lengths = collate(features, texts, self.device)
         if self.args.spec_augment:
             padded = spec_augment(padded, self.model.mean, rng)
-        log_probs, _ = self.model(padded)
+        autocast = torch.autocast(self.device, dtype=torch.bfloat16) if self.args.bf16 else contextlib.nullcontext()
+        with autocast:
+            log_probs, _ = self.model(padded)
         out_lengths = lengths // self.model.config.stack
-        loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths,
+        loss = torch.nn.functional.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
                                             blank=BLANK, zero_infinity=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.state["step"], total_steps)
@@ -180,14 +196,19 @@ class Trainer:
                 break
 
     def end_epoch(self, train_loss: float, log) -> bool:
-        wer = dev_wer(self.model, self.dev, self.dev_texts, self.device)
-        self.state["history"].append({"epoch": self.state["epoch"], "train_loss": train_loss, "dev_wer": wer})
+        error = dev_error(self.model, self.dev, self.dev_refs, self.inventory, self.device)
+        metric = self.inventory.metric
+        self.state["history"].append({"epoch": self.state["epoch"], "train_loss": train_loss, metric: error})
         log.record(self.state["history"])
         self.state["epoch"] += 1
         self.state["batch"] = 0
-        if wer < self.state["best_wer"]:
-            self.state["best_wer"], self.state["bad_epochs"] = wer, 0
-            meta = {"dev_wer_greedy": wer, "epoch": self.state["epoch"], "manifests": self.args.manifests}
+        if error < self.state["best"]:
+            self.state["best"], self.state["bad_epochs"] = error, 0
+            meta = {f"{metric}_greedy": error, "epoch": self.state["epoch"], "manifests": self.args.manifests,
+                    "targets": self.inventory.kind}
+            if self.inventory.kind == "phones":
+                meta.update(lexicon="CMUdict (pocketsphinx cmudict-en-us.dict), stress removed",
+                            oov_words=self.args.oov_words)
             save_model(self.model, "acoustic", self.out / "am.pt", meta=meta)
         else:
             self.state["bad_epochs"] += 1
@@ -205,6 +226,14 @@ def add_arguments(parser):
     parser.add_argument("--layers", type=int, default=AcousticConfig.layers)
     parser.add_argument("--dropout", type=float, default=AcousticConfig.dropout, help="between RNN layers")
     parser.add_argument("--stack", type=int, default=AcousticConfig.stack, help="frames per RNN step (subsampling)")
+    parser.add_argument("--targets", choices=TARGET_KINDS, default="chars",
+                        help="what the model emits: characters, or CMUdict phones (dev metric: greedy PER)")
+    parser.add_argument("--phone-boundary", action=argparse.BooleanOptionalAction, default=True,
+                        help="phones: a word-boundary token '|' between words (the lexicon search's separator)")
+    parser.add_argument("--oov-words", choices=["flite", "drop"], default="flite",
+                        help="phones: a word not in CMUdict gets flite's guessed pronunciation (t2p), or its "
+                             "utterance is left out")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=200)
@@ -221,7 +250,8 @@ def add_arguments(parser):
     augment.add_argument("--augmented-copies", type=int, help="augmented versions of each utterance, cached")
     augment.add_argument("--synthetic", help="a manifest made by `streamrnn synth`, added as a source")
     augment.add_argument("--synthetic-weight", type=float)
-    parser.add_argument("--patience", type=int, default=4, help="epochs without dev WER gain before stopping")
+    parser.add_argument("--patience", type=int, default=4,
+                        help="epochs without dev WER (phones: PER) gain before stopping")
     parser.add_argument("--save-minutes", type=float, default=5.0)
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this long")
     parser.add_argument("--resume", action="store_true")

@@ -52,3 +52,19 @@ def test_bad_training_option_is_named(tmp_path):
                "--noise-probability", "2", "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "noise_probability must be 0..1" in result.stderr
+
+
+def test_phone_targets_train_a_model_that_names_its_tokens(tmp_path):
+    needs_shared_data()
+    command = [sys.executable, "-m", "streamrnn", "train", "am", str(tiny_manifest(tmp_path / "so.jsonl")),
+               "--targets", "phones", "--speeds", "1.0", "--hidden", "16", "--layers", "1", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "targets: phones (41 tokens)" in result.stdout and "dev_per" in result.stdout
+    model = load_model("acoustic", tmp_path / "run" / "am.pt")
+    assert model.config.targets == "phones" and model.config.tokens[:3] == ["<blank>", "|", "AA"]
+    assert model.output.out_features == 41 and "dev_per_greedy" in model.meta
+    resumed = subprocess.run(command[:-4] + ["--targets", "chars", "--resume"] + command[-4:],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode != 0 and "trained with --targets phones" in resumed.stderr
