@@ -25,7 +25,7 @@ class ModelConfig:
 
 @dataclass
 class DecoderConfig:
-    method: str = "beam"
+    method: str = "lexicon"
     ngram: str = "builtin"
     vocabulary: str = "builtin"
     word_beam_size: int = 100

@@ -10,7 +10,10 @@ a trie of that session's own (cached by phrase set), and every phrase word earns
 """
 from __future__ import annotations
 
+import os
+import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ from streamrnn.decoding import Utterance, Word
 from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID, normalize
 
 UNK = "<unk>"
+SPELLABLE = re.compile("[A-Z'][A-Z']*")
 NOT_A_LETTER = (BLANK, SPACE)
 PHRASE_TRIES = 16  # tries with a session's extra words, kept for the next session with the same phrases
 
@@ -35,7 +39,8 @@ class WordSearch:
         self.words = read_vocabulary(vocabulary_path)
         self.index = {word: i for i, word in enumerate(self.words)}
         self.unk = len(self.words)
-        self.ngram = KenLM(str(ngram_path), Dictionary(self.words + [UNK]))
+        with quiet_stderr():  # KenLM draws a progress bar there while it reads the file
+            self.ngram = KenLM(str(ngram_path), Dictionary(self.words + [UNK]))
         start = self.ngram.start(False)
         self.unigram = [self.ngram.score(start, i)[1] for i in range(len(self.words))]
         self.trie = self.build_trie([])
@@ -112,9 +117,23 @@ class PhraseBonusLM(LM):
         return self.ngram.finish(state)
 
 
+@contextmanager
+def quiet_stderr():
+    """File descriptor 2 to /dev/null for a while (C++ code writes there, not to sys.stderr)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def read_vocabulary(path) -> list[str]:
-    words = [line.strip() for line in Path(path).read_text().splitlines()]
-    return [word for word in dict.fromkeys(words) if word and word == normalize(word)]
+    """One word a line, spelled in the acoustic model's letters; other lines are left out."""
+    words = Path(path).read_text().split()
+    return [word for word in dict.fromkeys(words) if SPELLABLE.fullmatch(word)]
 
 
 def spelling(word: str) -> list[int]:

@@ -8,6 +8,8 @@ Events are plain dicts, ready for JSON:
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -121,7 +123,14 @@ def load_language_model(config: Config, batch_invariant: bool = True) -> LMRunne
 
 
 def load_word_search(config: DecoderConfig) -> WordSearch:
-    """The vocabulary and n-gram of decoder.method = "lexicon" ("builtin": the ones shipped)."""
+    """The vocabulary and n-gram of decoder.method = "lexicon" ("builtin": the ones shipped), loaded
+    once per process for the same settings: they are read-only, and take seconds to load."""
+    return cached_word_search(dataclasses.astuple(config))
+
+
+@functools.lru_cache(maxsize=2)
+def cached_word_search(settings: tuple) -> WordSearch:
+    config = DecoderConfig(*settings)
     paths = model_path(config.ngram, "words.arpa.gz"), model_path(config.vocabulary, "words.txt")
     for path in paths:
         if not Path(path).is_file():
