@@ -10,7 +10,6 @@ from contextlib import nullcontext
 from streamrnn.config import load_config, validate
 from streamrnn_client.protocol import StreamrnnError
 
-
 # Commands whose arguments their own module adds (importing it, and so torch, only when they run).
 MODULE_COMMANDS = {
     "bench": ("concurrent real-time streams against a daemon: latency, RTF, capacity", "streamrnn.tools.bench"),
@@ -18,13 +17,15 @@ MODULE_COMMANDS = {
     "synth": ("synthetic training speech from text (TTS voices)", "streamrnn.train.synth"),
 }
 TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
-               "lm": ("train the word LSTM language model", "streamrnn.train.lm")}
+               "lm": ("train the word LSTM language model", "streamrnn.train.lm"),
+               "ngram": ("build the lexicon search's vocabulary and word n-gram (ARPA) from text",
+                         "streamrnn.train.ngram")}
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, kind: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, with the arguments of the module-defined commands only for
-    `command` (the one that runs), so that help and the light commands start in a fraction of
-    a second."""
+    `command` (the one that runs; for train, its `kind`), so that help and the light commands
+    start in a fraction of a second."""
     parser = argparse.ArgumentParser(prog="streamrnn", description="Streaming speech and text recognition.")
     parser.add_argument("--config", help="config.toml (defaults for every key not in it)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,11 +80,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     key = commands.add_parser("key", help="API keys for the daemon's [auth] section")
     key.add_argument("action", choices=["new"], help="new: print a fresh random key and its config line")
 
-    train = commands.add_parser("train", help="train the acoustic or language model")
+    train = commands.add_parser("train", help="train the acoustic model, the language model or the n-gram")
     kinds = train.add_subparsers(dest="kind", required=True)
-    for kind, (help_text, module) in TRAIN_KINDS.items():
-        parser_of_kind = kinds.add_parser(kind, help=help_text)
-        if command == "train":
+    for name, (help_text, module) in TRAIN_KINDS.items():
+        parser_of_kind = kinds.add_parser(name, help=help_text)
+        if command == "train" and kind == name:
             importlib.import_module(module).add_arguments(parser_of_kind)
     return parser
 
@@ -185,9 +186,7 @@ def run_key(args) -> None:
 
 
 def run_train(args) -> None:
-    from streamrnn.train import am as train_am
-    from streamrnn.train import lm as train_lm
-    (train_am if args.kind == "am" else train_lm).main(args)
+    importlib.import_module(TRAIN_KINDS[args.kind][1]).main(args)
 
 
 def run_synth(args) -> None:
@@ -216,20 +215,21 @@ COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscr
             "soak": run_soak}
 
 
-def command_of(argv: list[str]) -> str | None:
-    """The command named in `argv` (the first word that is not an option or --config's value)."""
-    words = iter(argv)
+def command_of(argv: list[str]) -> tuple[str | None, str | None]:
+    """The command named in `argv` and the word after it (train's kind): the first two words that
+    are not options or --config's value."""
+    words, named = iter(argv), []
     for word in words:
         if word == "--config":
             next(words, None)
         elif not word.startswith("-"):
-            return word
-    return None
+            named.append(word)
+    return tuple((named + [None, None])[:2])
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(command_of(argv)).parse_args(argv)
+    args = build_parser(*command_of(argv)).parse_args(argv)
     try:
         COMMANDS[args.command](args)
     except (StreamrnnError, ValueError, OSError) as err:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from streamrnn.manifest import load_manifest
@@ -18,19 +19,25 @@ def text_sentences(path: Path) -> list[list[str]]:
     return [s for s in sentences if s]
 
 
-def corpus_sentences(sources: list[str]) -> list[list[str]]:
-    """Sentences from text files, folders of them, and the train split of JSONL manifests."""
-    sentences = []
+def corpus_documents(sources: list[str]) -> Iterator[tuple[str, list[list[str]]]]:
+    """(name, sentences) of each document of the sources, one at a time: a text file, given or in a
+    folder (its .txt files, recursively), or one transcript of a JSONL manifest's train split."""
     for source in sources:
         path = Path(source)
         if path.suffix == ".jsonl":
-            sentences += [u.text.split() for u in load_manifest(path, "train") if u.text]
+            for utterance in load_manifest(path, "train"):
+                if utterance.text:
+                    yield str(utterance.audio), [utterance.text.split()]
         elif path.is_dir():
             for file in sorted(path.rglob("*.txt")):
-                sentences += text_sentences(file)
+                yield str(file), text_sentences(file)
         else:
-            sentences += text_sentences(path)
-    return sentences
+            yield str(path), text_sentences(path)
+
+
+def corpus_sentences(sources: list[str]) -> list[list[str]]:
+    """Sentences from text files, folders of them, and the train split of JSONL manifests."""
+    return [sentence for _, sentences in corpus_documents(sources) for sentence in sentences]
 
 
 def top_words(sentences: list[list[str]], size: int) -> list[str]:
