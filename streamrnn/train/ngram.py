@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.manifest import load_manifest
 from streamrnn.tools.ngram import NgramModel, check_min_counts, kneser_ney
 from streamrnn.train.corpus import corpus_documents
 
@@ -38,7 +39,8 @@ def add_arguments(parser) -> None:
                              "higher orders; the first must be 1)")
     parser.add_argument("--blocklist", metavar="FILE",
                         help="SHA-1s of evaluation text (e.g. ../shared/data/eval-blocklist.txt): sentences "
-                             f"that contain one are dropped, documents with more than {MAX_DOCUMENT_MATCHES} whole")
+                             f"that contain one are dropped, documents with more than {MAX_DOCUMENT_MATCHES} whole; "
+                             "the dev-split transcripts of the manifests given are blocked too")
     parser.add_argument("--gzip", action="store_true", help="write words.arpa.gz")
 
 
@@ -52,6 +54,13 @@ class Blocklist:
             self.hashes = {bytes.fromhex(line) for line in lines}
         except ValueError as err:
             raise ValueError(f"{path}: not a list of SHA-1 hex digests ({err})") from err
+
+    def add_transcripts(self, texts: list[str]) -> None:
+        """Block these transcripts too: the dev splits of the manifests read, whose held-out
+        speakers the shared blocklist does not all cover."""
+        for words in (text.split() for text in texts):
+            windows = [words[i:i + WINDOW] for i in range(len(words) - WINDOW + 1)] or [words]
+            self.hashes |= {hashlib.sha1(" ".join(window).encode()).digest() for window in windows}
 
     def listed(self, words: list[str]) -> bool:
         return hashlib.sha1(" ".join(words).encode()).digest() in self.hashes
@@ -150,6 +159,9 @@ def main(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     blocklist = Blocklist(args.blocklist) if args.blocklist else None
+    if blocklist is not None:
+        blocklist.add_transcripts([u.text for source in args.text if source.endswith(".jsonl")
+                                   for u in load_manifest(source, "dev")])
     corpus = read_corpus(args.text, blocklist)
     words = corpus.vocabulary(args.vocab_size)
     ids = corpus.stream(words)

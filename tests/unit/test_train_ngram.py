@@ -130,3 +130,18 @@ def test_bad_arguments_are_refused_before_reading(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["train", "ngram", "--text", str(tmp_path / "missing"), "--out", str(tmp_path), "--min-counts", "1", "2"])
     assert exit.value.code == 2 and "need 3 minimum counts" in capsys.readouterr().err
+
+
+def test_the_dev_transcripts_of_the_manifests_read_are_blocked_too(tmp_path):
+    """The shared blocklist does not cover every held-out speaker of the shared manifests."""
+    manifest = tmp_path / "speech.jsonl"
+    utterances = [("hello there my friend", "dev"), ("hello there my friend", "train"), ("the cat sat", "train")]
+    manifest.write_text("".join(json.dumps({"audio": f"{i}.flac", "text": text, "speaker": "s", "split": split})
+                                + "\n" for i, (text, split) in enumerate(utterances)))
+    (tmp_path / "empty.txt").write_text("")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main(["train", "ngram", "--text", str(manifest), "--out", str(tmp_path / "lm"),
+              "--blocklist", str(tmp_path / "empty.txt")])
+    assert (tmp_path / "lm" / "words.txt").read_text().split() == ["THE", "CAT", "SAT"]
+    assert "1 sentences of the others" in printed.getvalue()
