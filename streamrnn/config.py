@@ -28,10 +28,10 @@ class DecoderConfig:
     method: str = "lexicon"
     ngram: str = "builtin"
     vocabulary: str = "builtin"
-    word_beam_size: int = 100
+    word_beam_size: int = 200
     word_beam_threshold: float = 25.0
     ngram_weight: float = 2.0
-    word_score: float = -1.0
+    word_score: float = 0.0
     phrase_word_bonus: float = 5.0
     beam_size: int = 8
     token_prune: float = 8.0

@@ -148,7 +148,7 @@ class WordDecoder:
                  lm=None, lm_start=None):
         self.search, self.endpoint, self.step_s = search, endpoint, step_s
         self.decoder, self.lm_with_bonus = search.decoder(list(phrases))  # the LM object must outlive the decoder
-        self.lm, (self.lm_state, self.lm_log_probs) = lm, (lm_start or (None, None))
+        self.lm, self.lm_state = lm, lm_start[0] if lm_start else None  # the LM's state after the finals
         self.scorer = None  # no LSTM LM inside the search: nothing for the engine to prefetch
         self.step = 0
         self.start_utterance()
@@ -189,7 +189,7 @@ class WordDecoder:
         utterance = Utterance(" ".join(w.word for w in words), words, round(self.utterance_start * self.step_s, 3),
                               round(self.step * self.step_s, 3))
         if words and self.lm is not None:
-            self.lm_state, self.lm_log_probs = self.lm.advance(self.lm_state, [w.word for w in words])
+            self.lm_state, _ = self.lm.advance(self.lm_state, [w.word for w in words])
         self.start_utterance()
         return utterance
 
@@ -220,7 +220,9 @@ class WordDecoder:
         return " ".join(words + [pending_letters(best.tokens)]).strip()
 
     def next_word_log_probs(self) -> np.ndarray | None:
-        return self.lm_log_probs
+        """Made from the LM's state when asked (once a final): a quiet session keeps the state
+        (4 KB), not the distribution (40 KB)."""
+        return self.lm.state_log_probs(self.lm_state) if self.lm is not None else None
 
     def lm_histories(self) -> list:
         return []

@@ -14,7 +14,7 @@ from streamrnn.engine.transcribe import final_text, stream_samples
 from streamrnn.manifest import load_manifest
 from streamrnn.tokens import normalize
 from streamrnn.tools.report import markdown_table, percent
-from streamrnn.wer import ErrorRate
+from streamrnn.wer import ErrorRate, matched
 
 MODES = ("streaming", "offline")
 
@@ -26,12 +26,13 @@ class Streamrnn:
 
     def __init__(self, recognizer: Recognizer):
         self.recognizer = recognizer
+        self.words: list[dict] = []  # the last transcript's words, with their confidences
 
     def transcribe(self, samples: np.ndarray, chunk_ms: int | None = 100) -> tuple[str, float]:
         started = time.perf_counter()
-        events = stream_samples(self.recognizer, samples, SAMPLE_RATE, chunk_ms, suggestions=0)
-        text = final_text(events)
-        return normalize(text), time.perf_counter() - started
+        events = list(stream_samples(self.recognizer, samples, SAMPLE_RATE, chunk_ms, suggestions=0))
+        self.words = [word for event in events if event["type"] == "final" for word in event["words"]]
+        return normalize(final_text(events)), time.perf_counter() - started
 
 
 class Tally:
@@ -39,9 +40,23 @@ class Tally:
 
     def __init__(self):
         self.errors, self.compute_s = ErrorRate(), 0.0
+        self.confidences = {True: [], False: []}  # of right and of wrong words
+
+    def add_confidences(self, reference: str, words: list[dict]) -> None:
+        """Words whose text is not the transcript's (a peer's) are not counted."""
+        for word, right in zip(words, matched(reference.split(), [w["word"] for w in words])):
+            self.confidences[right].append(word["conf"])
 
     def summary(self, audio_s: float) -> dict:
-        return {"wer": self.errors.wer, "cer": self.errors.cer, "rtf": self.compute_s / max(audio_s, 1e-9)}
+        summary = {"wer": self.errors.wer, "cer": self.errors.cer, "rtf": self.compute_s / max(audio_s, 1e-9)}
+        if self.confidences[True] or self.confidences[False]:
+            summary["confidence"] = {"right_words": mean_or_none(self.confidences[True]),
+                                     "wrong_words": mean_or_none(self.confidences[False])}
+        return summary
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def spread(items: list, count: int) -> list:
@@ -68,6 +83,7 @@ def evaluate(systems, manifest, split: str = "all", chunk_ms: int = 100, hyps=No
             for mode, chunk in zip(MODES, (chunk_ms, None)):
                 text, seconds = system.transcribe(samples, chunk)
                 tallies[system.name, mode].errors.add(utterance.text, text)
+                tallies[system.name, mode].add_confidences(utterance.text, getattr(system, "words", []))
                 tallies[system.name, mode].compute_s += seconds
                 texts.setdefault(system.name, {})[mode] = text
         if hyps:
@@ -95,4 +111,12 @@ def summary_lines(row: dict) -> list[str]:
             f"CER {percent(row['streaming']['cer'])}",
             f"RTF {row['streaming']['rtf']:.4f}",
             f"offline WER {percent(row['offline']['wer'])}",
-            f"offline CER {percent(row['offline']['cer'])}"]
+            f"offline CER {percent(row['offline']['cer'])}"] + confidence_lines(row['streaming'])
+
+
+def confidence_lines(summary: dict) -> list[str]:
+    confidence = summary.get("confidence")
+    if not confidence:
+        return []
+    return [f"mean confidence of {kind.replace('_', ' ')} {value:.3f}" for kind, value in confidence.items()
+            if value is not None]

@@ -113,21 +113,35 @@ def test_default_model_suggests_after_a_final(default_recognizer):
     assert finals and events[finals[0] + 1]["type"] == "suggestions"
 
 
-def test_a_session_quiet_after_a_final_keeps_little_state(default_recognizer):
-    """Between utterances a session keeps the acoustic and LM states (13 KB), not the LM's
-    next-word distribution (40 KB): that is made again from the LM state when next needed."""
+def quiet_after_a_final(recognizer):
     from streamrnn.audio import read_audio
     samples, rate = read_audio(speech_sample("librispeech-mini", index=5)[0])
     samples = np.concatenate([samples, np.zeros(rate * 2, dtype=np.float32)])
-    session = default_recognizer.session(SessionOptions(sample_rate=rate, suggestions=3))
+    session = recognizer.session(SessionOptions(sample_rate=rate, suggestions=3))
     events = [e for start in range(0, len(samples), rate // 10)
               for e in session.feed_samples(samples[start:start + rate // 10])]
     assert [e["type"] for e in events if e["type"] != "partial"][-2:] == ["final", "suggestions"]
+    assert sum(part.nbytes for part in session.acoustic.state) == 9216
+    assert len(events[-1]["words"]) == 3  # the suggestions came from the state alone
+    return session
+
+
+def test_a_session_quiet_after_a_final_keeps_little_state():
+    """Between utterances a session keeps the acoustic and LM states (13 KB), not the LM's
+    next-word distribution (40 KB): that is made again from the LM state when next needed."""
+    config = Config()
+    config.decoder.method = "beam"
+    session = quiet_after_a_final(Recognizer(config))
     assert list(session.decoder.scorer.cache) == [()]
     state, log_probs = session.decoder.scorer.cache[()]
     assert log_probs is None and sum(part.nbytes for part in state) == 4096
-    assert sum(part.nbytes for part in session.acoustic.state) == 9216
-    assert len(events[-1]["words"]) == 3  # the suggestions came from the state alone
+
+
+def test_a_session_quiet_after_a_final_keeps_little_state_in_the_lexicon_search(default_recognizer):
+    session = quiet_after_a_final(default_recognizer)
+    assert sum(part.nbytes for part in session.decoder.lm_state) == 4096
+    assert not any(isinstance(value, np.ndarray) and value.nbytes > 4096 for value in vars(session.decoder).values()
+                   if value is not session.decoder.rows)
 
 
 def test_long_pause_in_real_speech_gives_two_finals(default_recognizer):

@@ -6,6 +6,7 @@ from support import SPEECH, needs_shared_data
 from test_cli import streamrnn, tiny_config_file  # noqa: F401 (fixture)
 
 from streamrnn.tools.evaluate import spread
+from streamrnn.wer import matched
 
 
 def subset_manifest(tmp_path, name, lines):
@@ -38,6 +39,9 @@ def test_eval_two_manifests_with_the_peer_as_json_and_hypotheses(two_manifests, 
         assert row["utterances"] == (1 if row["manifest"].startswith("libri") else 2)
         for mode in ("streaming", "offline"):
             assert 0 <= row[mode]["wer"] and 0 <= row[mode]["cer"] and row[mode]["rtf"] > 0
+        confidence = row["streaming"].get("confidence")  # streamrnn's words carry confidences, a peer's none
+        assert confidence is None if row["system"] == "pocketsphinx" else all(
+            v is None or 0 <= v <= 1 for v in (confidence or {}).values())
     # the engine's output does not depend on the chunking
     for row in rows[::2]:
         assert row["streaming"]["wer"] == row["offline"]["wer"]
@@ -97,3 +101,9 @@ def test_eval_lm_names_bad_input(tiny_config_file, tmp_path):  # noqa: F811
     empty.write_text("...\n")
     result = streamrnn("eval-lm", "--train", str(empty), "--test", str(empty), config=tiny_config_file)
     assert result.returncode == 2 and f"no sentences in {empty}" in result.stderr
+
+
+def test_words_are_matched_to_the_reference_by_a_minimal_alignment():
+    assert matched("A B C D".split(), "A X C D E".split()) == [True, False, True, True, False]
+    assert matched(["THE", "CAT"], ["CAT"]) == [True]
+    assert matched([], ["A"]) == [False]
