@@ -333,7 +333,9 @@ def test_sigterm_drains_fifty_sessions_on_both_transports(tiny_models, tmp_path)
     for events in results:
         kinds = [e["type"] for e in events if e["type"] != "ack"]
         assert kinds[0] == "session" and events[-1]["type"] == "end" and events[-1]["reason"] == "shutdown"
-        assert "final" in kinds and kinds.index("final") > max(i for i, k in enumerate(kinds) if k == "partial")
+        # a session may have no partial: the lexicon search shows a word only once its path spells one
+        assert "final" in kinds and kinds.index("final") > max((i for i, k in enumerate(kinds) if k == "partial"),
+                                                               default=-1)
     assert heard[-1]["type"] == "end" and heard[-1]["reason"] == "shutdown"
     assert "stopping: finishing 50 open sessions" in server.log and "stopped" in server.log
 
