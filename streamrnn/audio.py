@@ -12,8 +12,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from streamrnn_client.audio import chunks, read_audio  # noqa: F401 (one file reader for daemon and client)
-from streamrnn_client.protocol import SAMPLE_RATES as SUPPORTED_RATES
+from streamrnn_client.audio import chunks, load_for_streaming, read_audio  # noqa: F401 (one file reader for daemon and client)
 from streamrnn_client.protocol import AudioError, check_encoding, check_rate
 
 SAMPLE_RATE = 16000
@@ -21,16 +20,6 @@ WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 N_FFT = 512
 N_MELS = 80
-
-
-def load_for_streaming(path) -> tuple[np.ndarray, int]:
-    """A file's samples at a rate the engine takes (rare rates resampled to 16 kHz first)."""
-    samples, rate = read_audio(path)
-    if len(samples) == 0:
-        raise AudioError(f"{path} has no audio samples")
-    if rate not in SUPPORTED_RATES:
-        return resample(samples, rate, SAMPLE_RATE), SAMPLE_RATE
-    return samples, rate
 
 
 def load_16k(path) -> np.ndarray:
