@@ -29,7 +29,7 @@ class DecoderConfig:
     ngram: str = "builtin"
     vocabulary: str = "builtin"
     word_beam_size: int = 200
-    word_beam_threshold: float = 25.0
+    word_beam_threshold: float = 15.0
     ngram_weight: float = 2.0
     word_score: float = 0.0
     phrase_word_bonus: float = 5.0
