@@ -15,17 +15,17 @@ from streamrnn.serve.connection import ClientMessage, feed_session, open_session
 from streamrnn.serve.service import RecognitionService, ServiceError
 from streamrnn_client.proto import streamrnn_pb2 as pb
 from streamrnn_client.proto import streamrnn_pb2_grpc as pb_grpc
-from streamrnn_client.protocol import SessionOptions
+from streamrnn_client.protocol import ErrorCode, SessionOptions
 
 log = logging.getLogger("streamrnn.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
-STATUS = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_fast": grpc.StatusCode.RESOURCE_EXHAUSTED,
-          "too_slow": grpc.StatusCode.RESOURCE_EXHAUSTED, "too_long": grpc.StatusCode.RESOURCE_EXHAUSTED,
-          "unknown_session": grpc.StatusCode.NOT_FOUND,
-          "config_required": grpc.StatusCode.FAILED_PRECONDITION, "idle": grpc.StatusCode.DEADLINE_EXCEEDED,
-          "shutting_down": grpc.StatusCode.UNAVAILABLE, "resume_expired": grpc.StatusCode.NOT_FOUND,
-          "session_ended": grpc.StatusCode.NOT_FOUND, "bad_resume_token": grpc.StatusCode.PERMISSION_DENIED,
-          "engine_failed": grpc.StatusCode.INTERNAL}
+STATUS = {
+    ErrorCode.BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED, ErrorCode.TOO_FAST: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.TOO_SLOW: grpc.StatusCode.RESOURCE_EXHAUSTED, ErrorCode.TOO_LONG: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNKNOWN_SESSION: grpc.StatusCode.NOT_FOUND, ErrorCode.RESUME_EXPIRED: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.SESSION_ENDED: grpc.StatusCode.NOT_FOUND, ErrorCode.CONFIG_REQUIRED: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.IDLE: grpc.StatusCode.DEADLINE_EXCEEDED, ErrorCode.SHUTTING_DOWN: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.BAD_RESUME_TOKEN: grpc.StatusCode.PERMISSION_DENIED, ErrorCode.ENGINE_FAILED: grpc.StatusCode.INTERNAL}
 OPEN_METHODS = "/grpc.health.v1.Health/"  # answers without a key, like /healthz
 ENCODINGS = {pb.PCM_S16LE: "pcm_s16le", pb.F32LE: "f32le"}
 
@@ -143,7 +143,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
 
     async def Recognize(self, request, context):
         if not request.audio:
-            await abort(context, ServiceError("bad_audio", "no audio in the request"))
+            await abort(context, ServiceError(ErrorCode.BAD_AUDIO, "no audio in the request"))
         try:
             events = await self.service.recognize(options_from(request.config), request.audio)
         except ServiceError as err:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from streamrnn_client.protocol import ErrorCode
+
 DROPPABLE = {"partial", "suggestions"}  # superseded by later events; finals and end never are
 
 
@@ -43,7 +45,7 @@ class Subscription:
         self.cut.set()
 
     def error(self) -> dict:
-        return {"type": "error", "code": "too_slow",
+        return {"type": "error", "code": ErrorCode.TOO_SLOW,
                 "message": f"the subscriber fell more than {self.max_finals} finals behind and was cut off"}
 
     def end(self) -> None:

@@ -20,7 +20,7 @@ from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.serve import telemetry
 from streamrnn.serve.auth import new_secret, same_secret
 from streamrnn.serve.hub import Hub, Subscription
-from streamrnn_client.protocol import StreamrnnError
+from streamrnn_client.protocol import ErrorCode, StreamrnnError
 
 log = logging.getLogger("streamrnn.serve.service")
 MAX_REPLAY = 256  # finals kept per session for clients that resume
@@ -83,15 +83,15 @@ class RecognitionService:
 
     def open(self, options: SessionOptions, transport: str) -> LiveSession:
         if self.draining:
-            raise ServiceError("shutting_down", "the server is shutting down and takes no new sessions")
+            raise ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down and takes no new sessions")
         if len(self.sessions) >= self.max_sessions:
-            raise ServiceError("busy", f"the server is at its limit of {self.max_sessions} sessions")
+            raise ServiceError(ErrorCode.BUSY, f"the server is at its limit of {self.max_sessions} sessions")
         try:
             session = self.engine.open(options)
         except EngineError as err:
-            raise ServiceError("engine_failed", str(err)) from err
+            raise ServiceError(ErrorCode.ENGINE_FAILED, str(err)) from err
         except (AudioError, ValueError) as err:
-            raise ServiceError("bad_config", str(err)) from err
+            raise ServiceError(ErrorCode.BAD_CONFIG, str(err)) from err
         live = LiveSession(uuid.uuid4().hex, session)
         self.sessions[live.id] = live
         telemetry.SESSIONS_ACTIVE.set(len(self.sessions))
@@ -154,19 +154,19 @@ class RecognitionService:
 
     def find_resumable(self, session_id: str, token: str) -> LiveSession:
         if self.draining:
-            raise ServiceError("shutting_down", "the server is shutting down and resumes no sessions")
+            raise ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down and resumes no sessions")
         live = self.sessions.get(session_id) or self.ended.get(session_id)
         if live is None:
             if session_id in self.forgotten:
                 raise ServiceError(*self.forgotten[session_id])
-            raise ServiceError("unknown_session", f"no live session with id {session_id!r}")
+            raise ServiceError(ErrorCode.UNKNOWN_SESSION, f"no live session with id {session_id!r}")
         if not same_secret(token, live.resume_token):
-            raise ServiceError("bad_resume_token", f"wrong resume token for session {session_id}")
+            raise ServiceError(ErrorCode.BAD_RESUME_TOKEN, f"wrong resume token for session {session_id}")
         return live
 
     def check_attached(self, live: LiveSession, outbox: asyncio.Queue | None) -> None:
         if outbox is not None and live.outbox is not outbox:
-            raise ServiceError("session_moved", f"session {live.id} ended or was resumed on another connection")
+            raise ServiceError(ErrorCode.SESSION_MOVED, f"session {live.id} ended or was resumed on another connection")
 
     async def feed(self, live: LiveSession, audio: bytes, outbox: asyncio.Queue | None = None) -> list[dict]:
         """Audio from the client attached through `outbox` (None: no resumable client). The
@@ -200,11 +200,11 @@ class RecognitionService:
         try:
             return await self.engine.submit(live.session, audio)
         except EngineError as err:
-            raise ServiceError("engine_failed", str(err)) from err
+            raise ServiceError(ErrorCode.ENGINE_FAILED, str(err)) from err
         except AudioError as err:
-            raise ServiceError("bad_audio", str(err)) from err
+            raise ServiceError(ErrorCode.BAD_AUDIO, str(err)) from err
         except ValueError as err:
-            raise ServiceError("session_closed", str(err)) from err
+            raise ServiceError(ErrorCode.SESSION_CLOSED, str(err)) from err
 
     def close_engine(self) -> None:
         self.engine.close()
@@ -216,7 +216,7 @@ class RecognitionService:
             return
         seconds = (live.audio_bytes + size) / live.session.bytes_per_second
         if seconds > burst + factor * (time.monotonic() - live.opened):
-            raise ServiceError("too_fast", f"audio is arriving faster than {factor:g}x real time (beyond a "
+            raise ServiceError(ErrorCode.TOO_FAST, f"audio is arriving faster than {factor:g}x real time (beyond a "
                                            f"{burst:g} s burst); this chunk was dropped: send audio at its pace")
 
     def within_duration(self, live: LiveSession, audio: bytes) -> tuple[bytes, bool]:
@@ -307,7 +307,7 @@ class RecognitionService:
         """A subscription to a live session; an unknown id and a wrong token get the same refusal."""
         live = self.sessions.get(session_id)
         if live is None or not same_secret(read_token, live.read_token):
-            raise ServiceError("unknown_session", f"no live session {session_id!r} with that read token")
+            raise ServiceError(ErrorCode.UNKNOWN_SESSION, f"no live session {session_id!r} with that read token")
         return live, live.hub.subscribe(self.limits.subscriber_queue, self.limits.subscriber_max_finals)
 
     async def suggest(self, text: str, count: int | None) -> list[dict]:
@@ -323,7 +323,7 @@ class RecognitionService:
         try:
             limit = self.limits.max_session_audio_s
             if limit and len(audio) > self.audio_limit_bytes(live):
-                raise ServiceError("too_long", f"the audio is longer than the limit of {limit:g} s per session")
+                raise ServiceError(ErrorCode.TOO_LONG, f"the audio is longer than the limit of {limit:g} s per session")
             events = await self.decode(live, audio)
             return events + await self.finish(live, "eof")
         finally:
@@ -333,7 +333,7 @@ class RecognitionService:
         try:
             return await self.run(function, *args)
         except ValueError as err:
-            raise ServiceError("bad_request", str(err)) from err
+            raise ServiceError(ErrorCode.BAD_REQUEST, str(err)) from err
 
     async def drain(self) -> None:
         """Take no new sessions; finish every open one (their finals and `end` with reason

@@ -20,7 +20,7 @@ from streamrnn.serve import telemetry
 from streamrnn.serve.auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
 from streamrnn.serve.connection import ClientMessage, Receive, feed_session, open_session
 from streamrnn.serve.service import RecognitionService, ServiceError
-from streamrnn_client.protocol import SessionOptions
+from streamrnn_client.protocol import ErrorCode, SessionOptions
 
 log = logging.getLogger("streamrnn.ws")
 WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -91,11 +91,11 @@ def options_from(message: dict) -> SessionOptions:
     known = {"sample_rate", "encoding", "interim_results", "suggestions", "phrases"}
     unknown = set(message) - known - {"type"}
     if unknown:
-        raise ServiceError("bad_config", f"unknown config fields: {', '.join(sorted(unknown))}")
+        raise ServiceError(ErrorCode.BAD_CONFIG, f"unknown config fields: {', '.join(sorted(unknown))}")
     values = {k: message[k] for k in known if k in message}
     for key, kind in (("sample_rate", int), ("suggestions", int), ("interim_results", bool)):
         if key in values and not is_exactly(values[key], kind):
-            raise ServiceError("bad_config", f"config field {key} must be {kind.__name__}, got {values[key]!r}")
+            raise ServiceError(ErrorCode.BAD_CONFIG, f"config field {key} must be {kind.__name__}, got {values[key]!r}")
     return SessionOptions(**values)
 
 
@@ -103,11 +103,11 @@ def resume_fields(message: dict) -> tuple[str, str, int]:
     """session_id, resume_token and last_seq (default 0) of a resume message."""
     unknown = set(message) - {"type", "session_id", "resume_token", "last_seq"}
     if unknown:
-        raise ServiceError("bad_message", f"unknown resume fields: {', '.join(sorted(unknown))}")
+        raise ServiceError(ErrorCode.BAD_MESSAGE, f"unknown resume fields: {', '.join(sorted(unknown))}")
     fields = message.get("session_id"), message.get("resume_token"), message.get("last_seq", 0)
     if not (isinstance(fields[0], str) and isinstance(fields[1], str) and is_exactly(fields[2], int)
             and fields[2] >= 0):
-        raise ServiceError("bad_message", "resume needs session_id and resume_token (strings) and "
+        raise ServiceError(ErrorCode.BAD_MESSAGE, "resume needs session_id and resume_token (strings) and "
                                           "last_seq (a whole number, 0 or more)")
     return fields
 
@@ -121,9 +121,9 @@ def parse_json(text: str) -> dict:
     try:
         message = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ServiceError("bad_message", f"message is not valid JSON: {err}") from err
+        raise ServiceError(ErrorCode.BAD_MESSAGE, f"message is not valid JSON: {err}") from err
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ServiceError("bad_message", 'a text message must be a JSON object with a "type" field')
+        raise ServiceError(ErrorCode.BAD_MESSAGE, 'a text message must be a JSON object with a "type" field')
     return message
 
 
@@ -272,11 +272,11 @@ class WebSocketServer:
         async for message in connection:
             try:
                 if isinstance(message, bytes):
-                    raise ServiceError("bad_message", "send text (plain or JSON), not binary")
+                    raise ServiceError(ErrorCode.BAD_MESSAGE, "send text (plain or JSON), not binary")
                 request = parse_json(message) if message.lstrip().startswith("{") \
                     else {"type": "suggest", "text": message}
                 if not isinstance(request.get("text", ""), str):
-                    raise ServiceError("bad_message", "text must be a string")
+                    raise ServiceError(ErrorCode.BAD_MESSAGE, "text must be a string")
                 words = await self.service.suggest(request.get("text", ""), request.get("count"))
                 await connection.send(json.dumps({"type": "suggestions", "words": words}))
             except ServiceError as err:
