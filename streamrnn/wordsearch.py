@@ -44,7 +44,8 @@ class WordSearch:
         start = self.ngram.start(False)
         self.unigram = [self.ngram.score(start, i)[1] for i in range(len(self.words))]
         self.trie = self.build_trie([])
-        self.extra: dict[str, int] = {}  # words outside the vocabulary that phrases brought, by index
+        self.extra: dict[str, int] = {}  # words outside the vocabulary that phrases brought: their indices
+        self.extra_words: dict[int, str] = {}
         self.phrase_tries: OrderedDict[frozenset, Trie] = OrderedDict()
 
     def build_trie(self, extra: list[tuple[str, int]]) -> Trie:
@@ -62,13 +63,10 @@ class WordSearch:
     def word(self, index: int) -> str:
         return self.words[index] if index < len(self.words) else self.extra_words[index]
 
-    @property
-    def extra_words(self) -> dict[int, str]:
-        return {index: word for word, index in self.extra.items()}
-
-    def decoder(self, phrases: list[str]) -> LexiconDecoder:
-        """A search for one session: the shared trie and n-gram, or with `phrases`, a trie that also
-        spells their words and an n-gram that gives each of them a bonus."""
+    def decoder(self, phrases: list[str]) -> tuple[LexiconDecoder, LM]:
+        """A search for one session, and the LM it scores with (which must outlive it): the shared
+        trie and n-gram, or with `phrases`, a trie that also spells their words and an n-gram that
+        gives each of them a bonus."""
         words = {word for phrase in phrases for word in normalize(phrase).split()}
         lm, trie = self.ngram, self.trie
         if words:
@@ -85,7 +83,10 @@ class WordSearch:
     def index_of(self, word: str) -> int:
         if word in self.index:
             return self.index[word]
-        return self.extra.setdefault(word, len(self.words) + 1 + len(self.extra))
+        if word not in self.extra:
+            self.extra[word] = len(self.words) + 1 + len(self.extra)
+            self.extra_words[self.extra[word]] = word
+        return self.extra[word]
 
     def trie_with(self, unknown: frozenset) -> Trie:
         if not unknown:
