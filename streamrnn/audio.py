@@ -12,7 +12,9 @@ import numpy as np
 import torch
 import torchaudio
 
-from streamrnn_client.audio import chunks, load_for_streaming, read_audio  # noqa: F401 (one file reader for daemon and client)
+# One file reader and one whole-file resampler (torchaudio's method, in numpy) for daemon and client;
+# the streaming frontend below has its own resampler, chunk by chunk.
+from streamrnn_client.audio import chunks, load_for_streaming, read_audio, resample  # noqa: F401
 from streamrnn_client.protocol import AudioError, check_encoding, check_rate
 
 SAMPLE_RATE = 16000
@@ -26,13 +28,6 @@ def load_16k(path) -> np.ndarray:
     """A file's samples at 16 kHz, whatever its own rate."""
     samples, rate = load_for_streaming(path)
     return samples if rate == SAMPLE_RATE else resample(samples, rate, SAMPLE_RATE)
-
-
-def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
-    """A whole signal at another rate (the streaming frontend has its own, chunk by chunk)."""
-    if rate == new_rate:
-        return samples
-    return torchaudio.functional.resample(torch.from_numpy(samples), rate, new_rate).numpy()
 
 
 def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
