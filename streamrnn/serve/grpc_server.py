@@ -102,7 +102,7 @@ class KeyInterceptor(grpc.aio.ServerInterceptor):
 def refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
     async def refuse(request, context):
-        telemetry.ERRORS.labels("unauthenticated").inc()
+        telemetry.ERRORS.labels(ErrorCode.UNAUTHENTICATED).inc()
         await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                             "this server needs an API key: send metadata authorization: Bearer KEY")
     kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,

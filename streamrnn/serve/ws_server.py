@@ -95,7 +95,8 @@ def options_from(message: dict) -> SessionOptions:
     values = {k: message[k] for k in known if k in message}
     for key, kind in (("sample_rate", int), ("suggestions", int), ("interim_results", bool)):
         if key in values and not is_exactly(values[key], kind):
-            raise ServiceError(ErrorCode.BAD_CONFIG, f"config field {key} must be {kind.__name__}, got {values[key]!r}")
+            raise ServiceError(ErrorCode.BAD_CONFIG,
+                               f"config field {key} must be {kind.__name__}, got {values[key]!r}")
     return SessionOptions(**values)
 
 
@@ -108,7 +109,7 @@ def resume_fields(message: dict) -> tuple[str, str, int]:
     if not (isinstance(fields[0], str) and isinstance(fields[1], str) and is_exactly(fields[2], int)
             and fields[2] >= 0):
         raise ServiceError(ErrorCode.BAD_MESSAGE, "resume needs session_id and resume_token (strings) and "
-                                          "last_seq (a whole number, 0 or more)")
+                                                  "last_seq (a whole number, 0 or more)")
     return fields
 
 
