@@ -123,12 +123,7 @@ def run_transcribe(args) -> None:
 
 
 def run_eval(args) -> None:
-    from streamrnn.tools.evaluate import (
-        Streamrnn,
-        evaluate,
-        results_table,
-        summary_lines,
-    )
+    from streamrnn.tools.evaluate import Streamrnn, evaluate, results_table, summary_lines
     from streamrnn.tools.peer import PEERS
     if args.chunk_ms <= 0 or args.limit < 0 or args.sample < 0:
         raise ValueError("--chunk-ms must be positive, --limit and --sample not negative")

@@ -16,11 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedError,
-    InvalidMessage,
-)
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage
 
 from streamrnn_client.protocol import EventType, SessionOptions, StreamrnnError
 from streamrnn_client.resume import ResumeState

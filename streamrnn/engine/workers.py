@@ -23,14 +23,7 @@ import weakref
 from collections.abc import Callable
 
 from streamrnn.config import Config
-from streamrnn.engine.batcher import (
-    Batcher,
-    BatchObserver,
-    EngineError,
-    Job,
-    settle_all,
-    settle_batch,
-)
+from streamrnn.engine.batcher import Batcher, BatchObserver, EngineError, Job, settle_all, settle_batch
 from streamrnn.engine.recognizer import Recognizer, Session, SessionOptions
 
 log = logging.getLogger("streamrnn.engine.workers")

@@ -6,12 +6,7 @@ from pathlib import Path
 
 import torch
 
-from streamrnn.checkpoint import (
-    SaveClock,
-    load_training_state,
-    save_model,
-    save_training_state,
-)
+from streamrnn.checkpoint import SaveClock, load_training_state, save_model, save_training_state
 from streamrnn.lm import LanguageModel, LMConfig, Vocabulary
 from streamrnn.train.corpus import corpus_sentences, top_words
 from streamrnn.train.progress import TrainingLog

@@ -189,9 +189,7 @@ def test_grpc_events_match_websocket_events(strict_daemon):
 
 def test_health_and_reflection(strict_daemon):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase,
-    )
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
     channel = grpc.insecure_channel(strict_daemon.grpc)
     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="streamrnn.v1.Recognizer"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING

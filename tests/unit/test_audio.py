@@ -3,14 +3,7 @@ import pytest
 import torch
 import torchaudio
 
-from streamrnn.audio import (
-    AudioError,
-    Frontend,
-    StreamingResampler,
-    check_rate,
-    decode_pcm,
-    read_audio,
-)
+from streamrnn.audio import AudioError, Frontend, StreamingResampler, check_rate, decode_pcm, read_audio
 
 
 def ragged(samples, rng, low=1, high=4000):

@@ -8,21 +8,8 @@ import torch
 from support import SPEECH, needs_shared_data, speech_sample
 
 from streamrnn.manifest import load_manifest
-from streamrnn.train.augment import (
-    Augmentation,
-    apply,
-    coloured_noise,
-    draw,
-    power,
-    reverberate,
-    room_impulse_response,
-)
-from streamrnn.train.features import (
-    augmented_features,
-    cached_features,
-    speech_16k,
-    speech_bank,
-)
+from streamrnn.train.augment import Augmentation, apply, coloured_noise, draw, power, reverberate, room_impulse_response
+from streamrnn.train.features import augmented_features, cached_features, speech_16k, speech_bank
 
 
 @pytest.fixture(scope="module")
