@@ -60,10 +60,10 @@ class Blocklist:
         speakers the shared blocklist does not all cover."""
         for words in (text.split() for text in texts):
             windows = [words[i:i + WINDOW] for i in range(len(words) - WINDOW + 1)] or [words]
-            self.hashes |= {hashlib.sha1(" ".join(window).encode()).digest() for window in windows}
+            self.hashes |= {digest(window) for window in windows}
 
     def listed(self, words: list[str]) -> bool:
-        return hashlib.sha1(" ".join(words).encode()).digest() in self.hashes
+        return digest(words) in self.hashes
 
     def blocked(self, sentences: list[list[str]]) -> tuple[set[int], int]:
         """The sentences of a document to drop, and how many of its 8-word windows are listed.
@@ -76,6 +76,11 @@ class Blocklist:
         dropped = {k for i in hits for k in range(sentence_of[i], sentence_of[i + WINDOW - 1] + 1)}
         dropped |= {k for k, sentence in enumerate(sentences) if len(sentence) < WINDOW and self.listed(sentence)}
         return dropped, len(hits)
+
+
+def digest(words: list[str]) -> bytes:
+    """The blocklist's hash of a window of normalised words."""
+    return hashlib.sha1(" ".join(words).encode()).digest()
 
 
 class Corpus:
