@@ -28,6 +28,7 @@ class DecoderConfig:
     method: str = "lexicon"
     ngram: str = "builtin"
     vocabulary: str = "builtin"
+    pronunciations: str = "builtin"
     word_beam_size: int = 200
     word_beam_threshold: float = 15.0
     ngram_weight: float = 2.0

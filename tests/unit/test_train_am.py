@@ -10,7 +10,9 @@ from support import SPEECH, missing, needs_shared_data
 from test_sources import make_librispeech
 
 from streamrnn.checkpoint import load_model
+from streamrnn.config import model_path
 from streamrnn.train.synth import synthesize
+from streamrnn.wordsearch import read_vocabulary
 
 
 def tiny_manifest(path, train=4, dev=2):
@@ -68,3 +70,12 @@ def test_phone_targets_train_a_model_that_names_its_tokens(tmp_path):
     resumed = subprocess.run(command[:-4] + ["--targets", "chars", "--resume"] + command[-4:],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode != 0 and "trained with --targets phones" in resumed.stderr
+    config = tmp_path / "phones.toml"
+    config.write_text(f'[model]\nacoustic_model = "{tmp_path / "run" / "am.pt"}"\n')
+    audio = json.loads((tmp_path / "so.jsonl").read_text().splitlines()[-1])["audio"]
+    decoded = subprocess.run([sys.executable, "-m", "streamrnn", "--config", str(config), "transcribe", audio, "--json"],
+                             capture_output=True, text=True, timeout=300)
+    assert decoded.returncode == 0, decoded.stderr  # the lexicon search spells words in phones
+    vocabulary = set(read_vocabulary(model_path("builtin", "words.txt")))
+    finals = [event for event in map(json.loads, decoded.stdout.splitlines()) if event["type"] == "final"]
+    assert all(word["word"] in vocabulary for final in finals for word in final["words"])
