@@ -123,7 +123,7 @@ class PhraseBonusLM(LM):
         return self.ngram.start(start_with_nothing)
 
     def score(self, state, token: int):
-        state, score = self.ngram.score(state, token if token <= self.unk else self.unk)
+        state, score = self.ngram.score(state, min(token, self.unk))
         return state, score + self.bonus.get(token, 0.0)
 
     def finish(self, state):

@@ -25,9 +25,9 @@ from streamrnn.config import Config, DecoderConfig, ModelConfig, model_path
 from streamrnn.decoding import Decoder, Utterance
 from streamrnn.invariance import lay_out_for_batch_invariance
 from streamrnn.lm import LMRunner, WordScorer, prefetch
-from streamrnn.tokens import normalize
 from streamrnn.phones import PhoneInventory, load_lexicon
 from streamrnn.targets import CharInventory
+from streamrnn.tokens import normalize
 from streamrnn.wordsearch import LetterSpeller, PhoneSpeller, WordDecoder, WordSearch
 from streamrnn_client.protocol import MAX_SUGGESTIONS, SessionOptions
 
@@ -69,10 +69,10 @@ class Recognizer:
         if acoustic and config.decoder.method == "lexicon":
             self.word_search = load_word_search(config.decoder, self.acoustic.config.tokens)
 
-    def session(self, options: SessionOptions | None = None) -> "Session":
+    def session(self, options: SessionOptions | None = None) -> Session:
         return Session(self, (options or SessionOptions()).validate())
 
-    def run(self, jobs: list[tuple["Session", object]]) -> list[list[dict] | Exception]:
+    def run(self, jobs: list[tuple[Session, object]]) -> list[list[dict] | Exception]:
         """Chunks of many sessions at once: (session, audio) with audio as PCM bytes in the session's
         encoding, float samples, or None for the end of its stream (at most one job per session).
         One log-mel pass, one acoustic-model batch, and decoders stepped side by side with one
@@ -99,7 +99,7 @@ class Recognizer:
             results[index] = events[k] + session.end_chunk(final, len(rows[k]) > 0)
         return results
 
-    def prefetch_lm(self, sessions: list["Session"]) -> None:
+    def prefetch_lm(self, sessions: list[Session]) -> None:
         if self.lm is not None:
             prefetch(self.lm, [(s.decoder.scorer, h) for s in sessions for h in s.decoder.lm_histories()])
 

@@ -4,12 +4,12 @@ import shutil
 
 import numpy as np
 import pytest
+from support import missing
 
 from streamrnn.config import DecoderConfig, EndpointConfig
-from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
 from streamrnn.phones import PhoneInventory
+from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
 from streamrnn.wordsearch import PhoneSpeller, WordDecoder, WordSearch, pending_letters
-from support import missing
 
 WORDS = ["THE", "CAT", "SAT", "MAT", "ON"]
 ARPA = """\\data\\
