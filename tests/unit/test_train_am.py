@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import torch
-from support import SPEECH, missing, needs_shared_data
+from support import SPEECH, make_acoustic, missing, needs_shared_data
 from test_sources import make_librispeech
 
 from streamrnn.checkpoint import load_model
@@ -79,3 +79,21 @@ def test_phone_targets_train_a_model_that_names_its_tokens(tmp_path):
     vocabulary = set(read_vocabulary(model_path("builtin", "words.txt")))
     finals = [event for event in map(json.loads, decoded.stdout.splitlines()) if event["type"] == "final"]
     assert all(word["word"] in vocabulary for final in finals for word in final["words"])
+
+
+def test_init_fine_tunes_a_trained_model_keeping_its_size(tmp_path):
+    needs_shared_data()
+    start = make_acoustic(tmp_path)  # 2 x 48 LSTM
+    command = [sys.executable, "-m", "streamrnn", "train", "am", str(tiny_manifest(tmp_path / "so.jsonl")),
+               "--init", str(start), "--speeds", "1.0", "--epochs", "1", "--lr", "3e-4",
+               "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "init: " in result.stdout and "lstm 2 x 48" in result.stdout
+    tuned, before = load_model("acoustic", tmp_path / "run" / "am.pt"), load_model("acoustic", start)
+    assert (tuned.config.hidden, tuned.config.layers) == (48, 2)
+    assert torch.equal(tuned.mean, before.mean)  # the features are normalised as the model learnt them
+    assert not torch.equal(tuned.output.weight, before.output.weight)
+    phones = subprocess.run(command[:-4] + ["--targets", "phones", "--out", str(tmp_path / "run2"),
+                                            "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert phones.returncode != 0 and "emits chars, not --targets phones" in phones.stderr
