@@ -78,6 +78,7 @@ class TlsConfig:
 class LimitsConfig:
     max_message_bytes: int = 1 << 20
     grpc_max_message_bytes: int = 64 << 20
+    max_upload_bytes: int = 25 << 20
     max_session_audio_s: float = 3600.0
     idle_timeout_s: float = 60.0
     max_realtime_factor: float = 0.0
@@ -211,6 +212,7 @@ def validate(config: Config, where: str) -> None:
         (bool(config.tls.cert) == bool(config.tls.key), "tls.cert and tls.key must be set together"),
         (config.limits.max_message_bytes >= 1024, "limits.max_message_bytes must be at least 1024"),
         (config.limits.grpc_max_message_bytes >= 1024, "limits.grpc_max_message_bytes must be at least 1024"),
+        (config.limits.max_upload_bytes >= 1024, "limits.max_upload_bytes must be at least 1024"),
         (config.limits.max_session_audio_s >= 0, "limits.max_session_audio_s must be 0 (no limit) or more"),
         (config.limits.idle_timeout_s >= 0, "limits.idle_timeout_s must be 0 (no limit) or more"),
         (config.limits.max_realtime_factor >= 0, "limits.max_realtime_factor must be 0 (off) or more"),

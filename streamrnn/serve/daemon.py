@@ -10,6 +10,7 @@ from streamrnn.engine.backend import build_engine
 from streamrnn.serve import eventloop, telemetry, tls
 from streamrnn.serve.auth import KeyCheck
 from streamrnn.serve.grpc_server import start_grpc
+from streamrnn.serve.openai_api import OpenAIApi
 from streamrnn.serve.service import RecognitionService
 from streamrnn.serve.ws_server import WebSocketServer
 
@@ -22,7 +23,8 @@ async def serve(config: Config) -> None:
     keys = KeyCheck(config.auth.api_key_sha256)
     recognizer, engine = build_engine(config, telemetry.record_batch, telemetry.record_restart)
     service = RecognitionService(recognizer, engine, server_config.max_sessions, config.limits, config.resume)
-    websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(
+    openai_api = OpenAIApi(service, keys, config.limits.max_upload_bytes)
+    websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context, openai_api).serve(
         server_config.host, server_config.http_port)
     grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",
                                    server_config.require_config, credentials, keys)
@@ -37,11 +39,11 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await drain(service, websocket, grpc_server, server_config.drain_timeout_s)
+    await drain(service, websocket, grpc_server, openai_api, server_config.drain_timeout_s)
     service.close_engine()
 
 
-async def drain(service: RecognitionService, websocket, grpc_server, timeout: float) -> None:
+async def drain(service: RecognitionService, websocket, grpc_server, openai_api: OpenAIApi, timeout: float) -> None:
     """Stop taking sessions, finish the open ones (their finals and `end` reach the clients),
     then close; past `timeout` seconds, give up on what is left and exit 1."""
     log.info("stopping: finishing %d open sessions", len(service.sessions))
@@ -53,6 +55,7 @@ async def drain(service: RecognitionService, websocket, grpc_server, timeout: fl
             for connection in websocket.connections:  # subscribers and /v1/suggest clients
                 asyncio.create_task(connection.close(1001, "server shutting down"))
             await websocket.wait_closed()
+            await asyncio.gather(*openai_api.tasks)  # their answers (cut short by the drain) are out
             await grpc_stopped
     except TimeoutError:
         log.error("drain timed out after %.1f s with %d sessions unfinished; exiting anyway",

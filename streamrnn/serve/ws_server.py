@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -19,6 +20,8 @@ from websockets.http11 import Request, Response
 from streamrnn.serve import telemetry
 from streamrnn.serve.auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
 from streamrnn.serve.connection import ClientMessage, Receive, feed_session, open_session
+from streamrnn.serve.openai_api import OpenAIApi
+from streamrnn.serve.plain_http import SharedPortConnection
 from streamrnn.serve.service import RecognitionService, ServiceError
 from streamrnn_client.protocol import ErrorCode, SessionOptions
 
@@ -130,8 +133,10 @@ def parse_json(text: str) -> dict:
 
 class WebSocketServer:
     def __init__(self, service: RecognitionService, require_config: bool = False, keys: KeyCheck | None = None,
-                 ssl_context=None):
+                 ssl_context=None, http_api: OpenAIApi | None = None):
+        """`http_api`: plain HTTP routes with bodies (the OpenAI-style API) on the same port."""
         self.service = service
+        self.http_api = http_api
         self.require_config = require_config
         self.keys = keys or KeyCheck([])
         self.ssl_context = ssl_context
@@ -139,6 +144,10 @@ class WebSocketServer:
     def serve(self, host: str, port: int, **kwargs):
         # No permessage-deflate: PCM hardly compresses, and deflating every chunk cost the clients and
         # the daemon more CPU than any other part of their network side (BENCHMARKS.md).
+        if self.http_api is not None:
+            kwargs["create_connection"] = functools.partial(
+                SharedPortConnection, http_paths=self.http_api.serves, http_handler=self.http_api.handle,
+                tasks=self.http_api.tasks)
         return serve(self.route, host, port, process_request=self.process_request, ssl=self.ssl_context,
                      max_size=self.service.limits.max_message_bytes, compression=None, **kwargs)
 
