@@ -1,5 +1,6 @@
 """WebSocket and plain HTTP on one port: /v1/recognize, /v1/subscribe/{id},
-/v1/suggest, and /, /healthz, /metrics."""
+/v1/suggest, /vosk (Vosk's protocol), and /, /healthz, /metrics; the OpenAI-style API's
+/v1/audio/transcriptions and /v1/models (openai_api, through plain_http)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamrnn.serve import telemetry
+from streamrnn.serve import telemetry, vosk_ws
 from streamrnn.serve.auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
 from streamrnn.serve.connection import ClientMessage, Receive, feed_session, open_session
 from streamrnn.serve.openai_api import OpenAIApi
@@ -164,7 +165,7 @@ class WebSocketServer:
         if path in WEB_FILES:
             name, content_type = WEB_FILES[path]
             return http_response(HTTPStatus.OK, web_file(name), content_type)
-        if path in ("/v1/recognize", "/v1/suggest") or path.startswith("/v1/subscribe/"):
+        if path in ("/v1/recognize", "/v1/suggest", vosk_ws.PATH) or path.startswith("/v1/subscribe/"):
             if request.headers.get("Upgrade", "").lower() != "websocket":
                 return http_response(HTTPStatus.UPGRADE_REQUIRED, b"this endpoint speaks WebSocket\n",
                                      "text/plain")
@@ -196,6 +197,8 @@ class WebSocketServer:
                 await self.recognize(connection)
             elif url.path == "/v1/suggest":
                 await self.suggest(connection)
+            elif url.path == vosk_ws.PATH:
+                await vosk_ws.serve_vosk(self.service, connection, self.require_config)
             else:
                 token = first(parse_qs(url.query), QUERY_READ_TOKEN) or connection.request.headers.get("X-Read-Token")
                 await self.subscribe(connection, url.path.removeprefix("/v1/subscribe/"), token)
