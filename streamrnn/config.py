@@ -88,6 +88,13 @@ class LimitsConfig:
 
 
 @dataclass
+class WyomingConfig:
+    enabled: bool = False
+    port: int = 10300
+    allow_without_key: bool = False
+
+
+@dataclass
 class TrainingConfig:
     speeds: list = field(default_factory=lambda: [0.9, 1.0, 1.1])
     spec_augment: bool = True
@@ -134,6 +141,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
 
 
 @dataclass
@@ -207,6 +215,10 @@ def validate(config: Config, where: str) -> None:
         (0 <= config.server.http_port < 65536, "server.http_port must be 0..65535"),
         (0 <= config.server.grpc_port < 65536, "server.grpc_port must be 0..65535"),
         (config.server.max_sessions >= 1, "server.max_sessions must be at least 1"),
+        (0 <= config.wyoming.port < 65536, "wyoming.port must be 0..65535"),
+        (not (config.wyoming.enabled and config.auth.api_key_sha256 and not config.wyoming.allow_without_key),
+         "wyoming: the Wyoming protocol carries no API key, so with [auth] keys set it is served only with "
+         "wyoming.allow_without_key = true (on a network you trust)"),
         (all(is_sha256(h) for h in config.auth.api_key_sha256),
          "auth.api_key_sha256 entries must be 64 hex digits (make one with `streamrnn key new`)"),
         (bool(config.tls.cert) == bool(config.tls.key), "tls.cert and tls.key must be set together"),

@@ -12,7 +12,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile
-from daemon import Daemon, metric
+from daemon import Daemon, metric, websocket_text
 from support import speech_sample, tiny_daemon_config
 
 from streamrnn.serve.auth import key_hash
@@ -27,15 +27,10 @@ def client(daemon, key="unused"):
     return openai.OpenAI(base_url=daemon.http + "/v1", api_key=key, max_retries=0)
 
 
-def websocket_text(daemon, path) -> str:
+def file_text_over_websocket(daemon, path) -> str:
     """The final text of `path` streamed over WebSocket in 100 ms chunks of f32le."""
     samples, rate = load_for_streaming(path)
-
-    async def finals():
-        return [e["text"] async for e in stream_audio(daemon.url, encode_chunks(samples, rate, 100, "f32le"),
-                                                       sample_rate=rate, encoding="f32le", suggestions=0)
-                if e["type"] == "final"]
-    return " ".join(text for text in asyncio.run(finals()) if text)
+    return websocket_text(daemon, encode_chunks(samples, rate, 100, "f32le"), sample_rate=rate, encoding="f32le")
 
 
 def wav_bytes(seconds: float, rate: int = 16000) -> bytes:
@@ -80,7 +75,7 @@ def test_openai_client_text_equals_the_websocket_final_text(daemon):
     before = metric(daemon, 'streamrnn_sessions_total{transport="openai"}')
     with open(path, "rb") as audio:
         text = client(daemon).audio.transcriptions.create(model="whisper-1", file=audio).text
-    assert text and text == websocket_text(daemon, path)
+    assert text and text == file_text_over_websocket(daemon, path)
     assert metric(daemon, 'streamrnn_sessions_total{transport="openai"}') == before + 1
     with open(path, "rb") as audio:
         plain = client(daemon).audio.transcriptions.create(model="whisper-1", file=audio, response_format="text")
@@ -119,7 +114,7 @@ def test_stream_sends_partials_then_deltas_that_add_up_to_the_text(daemon):
     assert "transcript.text.partial" in kinds and kinds[-1] == "transcript.text.done"
     assert kinds.index("transcript.text.partial") < kinds.index("transcript.text.delta")
     deltas = "".join(e.delta for e in events if e.type == "transcript.text.delta")
-    assert deltas == events[-1].text == websocket_text(daemon, path)
+    assert deltas == events[-1].text == file_text_over_websocket(daemon, path)
 
 
 def test_the_key_is_honoured_as_bearer(locked):

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from daemon import metric
+from daemon import metric, websocket_text
 from support import speech_sample
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 from streamrnn_client.audio import encode_chunks, load_for_streaming
-from streamrnn_client.websocket import stream_audio
 
 
 def pcm_chunks(path, chunk_ms):
@@ -34,13 +33,6 @@ async def vosk_client(url: str, chunks: list[bytes], config: dict | None) -> lis
     return answers
 
 
-def websocket_text(daemon, chunks, rate) -> str:
-    async def finals():
-        return [e["text"] async for e in stream_audio(daemon.url, chunks, sample_rate=rate, suggestions=0)
-                if e["type"] == "final"]
-    return " ".join(text for text in asyncio.run(finals()) if text)
-
-
 def test_vosk_client_gets_partials_and_results_with_the_websocket_text(daemon):
     chunks, rate = pcm_chunks(speech_sample(index=2)[0], 200)
     before = metric(daemon, 'streamrnn_sessions_total{transport="vosk"}')
@@ -50,7 +42,7 @@ def test_vosk_client_gets_partials_and_results_with_the_websocket_text(daemon):
     assert any(a.get("partial") for a in answers) and results[-1] is answers[-1]
     assert all(set(a) == {"partial"} or set(a) <= {"text", "result"} for a in answers)
     text = " ".join(a["text"] for a in results if a["text"])
-    assert text and text == websocket_text(daemon, pcm_chunks(speech_sample(index=2)[0], 100)[0], rate)
+    assert text and text == websocket_text(daemon, pcm_chunks(speech_sample(index=2)[0], 100)[0], sample_rate=rate)
     words = [w for a in results for w in a.get("result", [])]
     assert " ".join(w["word"] for w in words) == text
     assert all(set(w) == {"word", "start", "end", "conf"} and 0 <= w["start"] <= w["end"] for w in words)
