@@ -150,16 +150,16 @@ class OpenAIApi:
                                  suggestions=0, phrases=request.phrases)
         audio = samples.astype("<f4").tobytes()
         async with contextlib.aclosing(self.service.transcribe(options, audio, "openai", PIECE_S)) as events:
-            try:
-                first = await anext(events, None)  # the session's errors (busy, too long) as HTTP statuses
+            try:  # the session's errors (busy, too long, shutting down) as HTTP statuses
+                first = await anext(events, None)
+                if request.stream:  # the errors after this one are events of the stream
+                    await stream_events(exchange, first, events)
+                    return
+                finals = [e for e in [first] + [e async for e in events] if e and e["type"] == "final"]
             except ServiceError as err:
                 raise ApiError(err.code, err.message) from err
-            if request.stream:
-                await stream_events(exchange, first, events)
-            else:
-                finals = [e for e in [first] + [e async for e in events] if e and e["type"] == "final"]
-                body, content_type = formatted(request, finals, len(samples) / rate)
-                exchange.respond(200, body, content_type)
+        body, content_type = formatted(request, finals, len(samples) / rate)
+        exchange.respond(200, body, content_type)
         log.info("transcribed %s: %.1f s of audio in %.2f s", upload.file_name or "an upload", len(samples) / rate,
                  time.monotonic() - started)
 
