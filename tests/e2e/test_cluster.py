@@ -1,0 +1,169 @@
+"""Replicas behind nginx sharing their sessions through Redis ([cluster]): real redis-server,
+nginx and daemons on loopback. A replica killed (SIGKILL) mid-utterance: its client resumes
+through nginx on the other replica with the finals of an uninterrupted run, on both transports.
+Redis killed: sessions go on, and the daemon says so in its log and /metrics."""
+import asyncio
+import re
+import time
+
+import pytest
+from daemon import Daemon, metric
+from support import missing, tiny_daemon_config
+
+from streamrnn.tools.cluster_process import Nginx, RedisServer, free_port, require
+from streamrnn.tools.soak import clip_chunks, finals_of, noise_clip
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
+from streamrnn_client.websocket import stream_audio
+
+# Short utterances: many finals per clip, so that a kill falls between finals.
+CLUSTER_CONFIG = "[endpoint]\nmax_utterance_s = 0.6\n[resume]\nwindow_s = 20.0\nack_interval_s = 0.2\n"
+CHUNK_S = 0.1  # clip_chunks' chunk length
+PACE_S = 0.03  # seconds between chunks: faster than real time, slow enough to kill mid-stream
+
+
+class Cluster:
+    """Redis, two replicas on fixed ports, nginx in front of them."""
+
+    def __init__(self, config, folder, redis_port: int):
+        self.config = config
+        self.redis = RedisServer(folder / "redis", redis_port)
+        self.ports = [(free_port(), free_port()) for _ in range(2)]
+        self.replicas = [self.start_replica(i) for i in range(2)]
+        self.nginx = Nginx(folder / "nginx", [f"127.0.0.1:{h}" for h, _ in self.ports],
+                           [f"127.0.0.1:{g}" for _, g in self.ports])
+
+    def start_replica(self, index: int) -> Daemon:
+        http, grpc = self.ports[index]
+        return Daemon(self.config, serve_args=("--port", str(http), "--grpc-port", str(grpc)))
+
+    def holder(self, session_id: str) -> int:
+        """The replica the session is attached to now."""
+        for index, replica in enumerate(self.replicas):
+            if replica.alive and f"session {session_id} attached" in replica.log:
+                return index
+        raise AssertionError(f"no live replica has session {session_id}")
+
+    def kill(self, index: int) -> None:
+        self.replicas[index].stop(sig=9)
+
+    def revive_all(self) -> None:
+        for index, replica in enumerate(self.replicas):
+            if not replica.alive:
+                self.replicas[index] = self.start_replica(index)
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+        self.nginx.stop()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_models, tmp_path_factory):
+    for program in ("redis-server", "redis-cli", "nginx"):
+        try:
+            require(program)
+        except RuntimeError as err:
+            missing(str(err))
+    folder = tmp_path_factory.mktemp("cluster")
+    redis_port = free_port()
+    config = tiny_daemon_config(tiny_models, folder, CLUSTER_CONFIG +
+                                f'[cluster]\nredis_url = "redis://127.0.0.1:{redis_port}/0"\n')
+    group = Cluster(config, folder, redis_port)
+    yield group
+    group.stop()
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    return clip_chunks(noise_clip(6.0, seed=3))
+
+
+@pytest.fixture(scope="module")
+def expected(cluster, chunks):
+    """The finals of an uninterrupted run, straight to one replica."""
+    async def run():
+        return [e async for e in stream_audio(cluster.replicas[0].url, chunks, encoding="f32le", reconnect_for=0)]
+    finals = finals_of(asyncio.run(run()))
+    assert len(finals) >= 3
+    return finals
+
+
+def assert_once_in_order(events):
+    seqs = [e["seq"] for e in events if e.get("seq")]
+    assert seqs == sorted(set(seqs))
+
+
+def test_websocket_session_survives_its_replica(cluster, chunks, expected):
+    cluster.revive_all()
+
+    async def paced():
+        for chunk in chunks:
+            yield chunk
+            await asyncio.sleep(PACE_S)
+
+    async def run():
+        events, killed = [], None
+        async for event in stream_audio(cluster.nginx.url, paced(), encoding="f32le", reconnect_for=30):
+            events.append(event)
+            if event["type"] == "final" and killed is None:
+                killed = cluster.holder(events[0]["session_id"])
+                cluster.kill(killed)  # mid-utterance: the client goes on sending the next one
+        return events, killed
+
+    events, killed = asyncio.run(run())
+    assert finals_of(events) == expected
+    assert_once_in_order(events)
+    assert [e["type"] for e in events].count("resumed") >= 1 and events[-1]["reason"] == "eof"
+    survivor = cluster.replicas[1 - killed]
+    assert f"session {events[0]['session_id']} taken over from redis" in survivor.log
+    assert metric(survivor, "streamrnn_cluster_restores_total") >= 1
+
+
+def test_grpc_session_survives_its_replica(cluster, chunks, expected):
+    cluster.revive_all()
+
+    def paced():
+        for chunk in chunks:
+            yield chunk
+            time.sleep(PACE_S)
+
+    events, killed = [], None
+    with GrpcClient(cluster.nginx.grpc) as client:
+        for message in client.resuming_recognize(paced(), reconnect_for=30, encoding="f32le"):
+            events.append(event_from_proto(message))
+            if events[-1]["type"] == "final" and killed is None:
+                killed = cluster.holder(events[0]["session_id"])
+                cluster.kill(killed)
+    assert finals_of(events) == expected
+    assert_once_in_order(events)
+    assert [e["type"] for e in events].count("resumed") >= 1 and events[-1]["reason"] == "eof"
+    assert f"session {events[0]['session_id']} taken over from redis" in cluster.replicas[1 - killed].log
+
+
+def test_sessions_go_on_when_redis_dies(cluster, chunks, expected):
+    cluster.revive_all()
+    replica = cluster.replicas[0]
+    assert wait_for(lambda: metric(replica, "streamrnn_cluster_redis_up") == 1)
+    cluster.redis.kill()
+    try:
+        async def run():
+            return [e async for e in stream_audio(replica.url, chunks, encoding="f32le", reconnect_for=0)]
+        events = asyncio.run(run())
+        assert finals_of(events) == expected and events[-1]["reason"] == "eof"
+        assert wait_for(lambda: metric(replica, "streamrnn_cluster_redis_up") == 0)
+        assert re.search(r"redis at redis://127\.0\.0\.1:\d+/0 is unreachable", replica.log)
+    finally:
+        cluster.redis.start()
+    assert wait_for(lambda: metric(replica, "streamrnn_cluster_redis_up") == 1)
+    assert "is reachable: sessions are shared" in replica.log.split("is unreachable")[-1]
+
+
+def wait_for(condition, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
