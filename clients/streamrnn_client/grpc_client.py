@@ -82,6 +82,15 @@ class GrpcClient:
         return self.stub.Score(pb.ScoreRequest(text=text), metadata=self.metadata)
 
 
+def cut_off(err: grpc.RpcError) -> bool:
+    """Whether the call was cut on the way rather than refused: the connection dropped
+    (UNAVAILABLE), or a proxy reset the stream because the server behind it went away (nginx's
+    grpc_pass answers a replica's death with RST_STREAM, which gRPC reports as INTERNAL)."""
+    code = err.code()
+    return code == grpc.StatusCode.UNAVAILABLE or (code == grpc.StatusCode.INTERNAL and
+                                                   "RST_STREAM" in (err.details() or ""))
+
+
 class ResumingGrpcStream:
     """The gRPC twin of websocket.ResumingStream, for blocking code, on the same ResumeState: a
     thread reads the audio source into its buffer, each call's request iterator (run by gRPC's own
@@ -115,8 +124,7 @@ class ResumingGrpcStream:
                         return
                 return
             except grpc.RpcError as err:
-                retryable = err.code() == grpc.StatusCode.UNAVAILABLE and self.state.has_session
-                time.sleep(self.state.retry_delay(err, retryable))
+                time.sleep(self.state.retry_delay(err, cut_off(err) and self.state.has_session))
             finally:
                 start.cancel()
                 call.cancel()
