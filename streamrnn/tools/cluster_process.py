@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis
+
 START_TIMEOUT_S = 20.0
 
 
@@ -31,7 +33,7 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
     raise RuntimeError(f"{what} did not listen on port {port} within {START_TIMEOUT_S:g} s")
 
 
-PACKAGES = {"redis-server": "redis-server", "redis-cli": "redis-tools", "nginx": "nginx"}
+PACKAGES = {"redis-server": "redis-server", "nginx": "nginx"}
 
 
 def require(program: str) -> str:
@@ -80,11 +82,10 @@ class RedisServer(Process):
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.process, "redis-server")
 
-    def info(self, section: str = "memory") -> dict[str, str]:
+    def info(self, section: str = "memory") -> dict:
         """`INFO section` as a dict (used_memory, ...)."""
-        output = subprocess.run([require("redis-cli"), "-p", str(self.port), "info", section], capture_output=True,
-                                text=True, timeout=10).stdout
-        return dict(line.split(":", 1) for line in output.splitlines() if ":" in line)
+        with redis.Redis(port=self.port, socket_timeout=10) as client:
+            return client.info(section)
 
 
 def nginx_config(http_upstreams: list[str], grpc_upstreams: list[str], http_listen: str, grpc_listen: str,

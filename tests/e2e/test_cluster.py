@@ -60,7 +60,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tiny_models, tmp_path_factory):
-    for program in ("redis-server", "redis-cli", "nginx"):
+    for program in ("redis-server", "nginx"):
         try:
             require(program)
         except RuntimeError as err:
