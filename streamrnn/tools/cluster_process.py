@@ -89,10 +89,10 @@ class RedisServer(Process):
 
 
 def nginx_config(http_upstreams: list[str], grpc_upstreams: list[str], http_listen: str, grpc_listen: str,
-                 prefix: str = "") -> str:
+                 prefix: str = "", workers: str = "1") -> str:
     """An nginx.conf that balances WebSocket/HTTP and gRPC over the replicas (host:port lists).
     `prefix`: a folder for nginx's pid, logs and temporary files (a process run by a user, on
-    loopback); "" for a system nginx. Open-source nginx checks replicas passively: one that refuses
+    loopback); "" for a system nginx. `workers`: nginx worker processes ("auto": one per core). Open-source nginx checks replicas passively: one that refuses
     or drops a request is skipped for `fail_timeout`, and the request goes to the next one."""
     paths = "" if not prefix else (
         f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n")
@@ -102,12 +102,13 @@ def nginx_config(http_upstreams: list[str], grpc_upstreams: list[str], http_list
     http_servers = "".join(f"        server {u} max_fails=1 fail_timeout=2s;\n" for u in http_upstreams)
     grpc_servers = "".join(f"        server {u} max_fails=1 fail_timeout=2s;\n" for u in grpc_upstreams)
     return NGINX_TEMPLATE.format(paths=paths, temp=temp, access=access, http_servers=http_servers,
-                                 grpc_servers=grpc_servers, http_listen=http_listen, grpc_listen=grpc_listen)
+                                 grpc_servers=grpc_servers, http_listen=http_listen, grpc_listen=grpc_listen,
+                                 workers=workers)
 
 
 NGINX_TEMPLATE = """\
 # streamrnn replicas behind nginx: WebSocket and HTTP on one port, gRPC (HTTP/2) on another.
-worker_processes 1;
+worker_processes {workers};
 {paths}events {{
     worker_connections 4096;
 }}
