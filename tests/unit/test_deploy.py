@@ -87,7 +87,7 @@ def test_nginx_accepts_deploy_nginx_conf(tmp_path):
     text = (DEPLOY / "nginx.conf").read_text().replace("server streamrnn:", "server 127.0.0.1:")
     own_files = "".join(f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi",
                                                                                    "uwsgi", "scgi"))
-    config.write_text(text.replace("http {\n", "http {\n" + own_files + f"    access_log {tmp_path}/access.log;\n"))
+    config.write_text(text.replace("\nhttp {\n", "\nhttp {\n" + own_files + f"    access_log {tmp_path}/access.log;\n"))
     paths = f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;"
     result = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(config), "-g", paths], capture_output=True,
                             text=True, check=False)
