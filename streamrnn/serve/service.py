@@ -58,6 +58,7 @@ class LiveSession:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one engine call at a time, in order
     expiry: asyncio.TimerHandle | None = None
     ended: bool = False
+    handed_over: bool = False  # let go at a shutdown, for its client to resume on another replica
     shared: bool = False  # its journal in the [cluster] Redis is whole: another replica can resume it
     opened_at: float = field(default_factory=time.time)  # wall clock, the same on every replica
 
@@ -452,10 +453,31 @@ class RecognitionService:
 
     async def drain(self) -> None:
         """Take no new sessions; finish every open one (their finals and `end` with reason
-        shutdown reach their clients and subscribers)."""
+        shutdown reach their clients and subscribers). With [cluster] and Redis up, a session
+        whose journal is whole is handed over instead: its client's connection is closed and the
+        client resumes it on another replica (a rolling update or a scale-down loses nothing)."""
         self.draining = True
         for live in list(self.sessions.values()):
-            await self.finish_quietly(live, "shutdown")
+            if live.shared and self.cluster.up:
+                await self.hand_over(live)
+            else:
+                await self.finish_quietly(live, "shutdown")
+
+    async def hand_over(self, live: LiveSession) -> None:
+        """Let the session go, its state left in Redis (after the chunk being decoded, if any)."""
+        async with live.lock:
+            if live.ended:
+                return
+            live.handed_over = live.ended = True
+            if live.expiry is not None:
+                live.expiry.cancel()
+            if live.outbox is not None:
+                live.outbox.put_nowait(None)
+                live.outbox = None
+            self.sessions.pop(live.id, None)
+            live.hub.close()
+            telemetry.SESSIONS_ACTIVE.set(len(self.sessions))
+        log.info("session %s handed over: its client resumes it on another replica", live.id)
 
     async def finish_quietly(self, live: LiveSession, reason: str) -> None:
         """Finish a session nobody waits on: an engine failure is logged (the session still closes)."""

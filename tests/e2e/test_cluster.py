@@ -4,6 +4,7 @@ through nginx on the other replica with the finals of an uninterrupted run, on b
 Redis killed: sessions go on, and the daemon says so in its log and /metrics."""
 import asyncio
 import re
+import signal
 import time
 
 import pytest
@@ -42,9 +43,6 @@ class Cluster:
             if replica.alive and f"session {session_id} attached" in replica.log:
                 return index
         raise AssertionError(f"no live replica has session {session_id}")
-
-    def kill(self, index: int) -> None:
-        self.replicas[index].stop(sig=9)
 
     def revive_all(self) -> None:
         for index, replica in enumerate(self.replicas):
@@ -94,51 +92,62 @@ def assert_once_in_order(events):
     assert seqs == sorted(set(seqs))
 
 
-def test_websocket_session_survives_its_replica(cluster, chunks, expected):
-    cluster.revive_all()
-
+def stream_websocket(url, chunks, on_event):
     async def paced():
         for chunk in chunks:
             yield chunk
             await asyncio.sleep(PACE_S)
 
     async def run():
-        events, killed = [], None
-        async for event in stream_audio(cluster.nginx.url, paced(), encoding="f32le", reconnect_for=30):
+        events = []
+        async for event in stream_audio(url, paced(), encoding="f32le", reconnect_for=30):
             events.append(event)
-            if event["type"] == "final" and killed is None:
-                killed = cluster.holder(events[0]["session_id"])
-                cluster.kill(killed)  # mid-utterance: the client goes on sending the next one
-        return events, killed
-
-    events, killed = asyncio.run(run())
-    assert finals_of(events) == expected
-    assert_once_in_order(events)
-    assert [e["type"] for e in events].count("resumed") >= 1 and events[-1]["reason"] == "eof"
-    survivor = cluster.replicas[1 - killed]
-    assert f"session {events[0]['session_id']} taken over from redis" in survivor.log
-    assert metric(survivor, "streamrnn_cluster_restores_total") >= 1
+            on_event(events)
+        return events
+    return asyncio.run(run())
 
 
-def test_grpc_session_survives_its_replica(cluster, chunks, expected):
-    cluster.revive_all()
-
+def stream_grpc(address, chunks, on_event):
     def paced():
         for chunk in chunks:
             yield chunk
             time.sleep(PACE_S)
 
-    events, killed = [], None
-    with GrpcClient(cluster.nginx.grpc) as client:
+    events = []
+    with GrpcClient(address) as client:
         for message in client.resuming_recognize(paced(), reconnect_for=30, encoding="f32le"):
             events.append(event_from_proto(message))
-            if events[-1]["type"] == "final" and killed is None:
-                killed = cluster.holder(events[0]["session_id"])
-                cluster.kill(killed)
+            on_event(events)
+    return events
+
+
+@pytest.mark.parametrize("transport", ["websocket", "grpc"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_a_session_survives_its_replica(cluster, chunks, expected, transport, sig):
+    """The replica holding the session is SIGKILLed (or SIGTERMed: it hands its sessions over)
+    after the first final, while the client goes on speaking: the client resumes through nginx
+    on the other replica, which takes the session over from Redis."""
+    cluster.revive_all()
+    stopped = []
+
+    def on_event(events):
+        if events[-1]["type"] == "final" and not stopped:
+            stopped.append(cluster.holder(events[0]["session_id"]))
+            cluster.replicas[stopped[0]].process.send_signal(sig)
+
+    if transport == "websocket":
+        events = stream_websocket(cluster.nginx.url, chunks, on_event)
+    else:
+        events = stream_grpc(cluster.nginx.grpc, chunks, on_event)
     assert finals_of(events) == expected
     assert_once_in_order(events)
     assert [e["type"] for e in events].count("resumed") >= 1 and events[-1]["reason"] == "eof"
-    assert f"session {events[0]['session_id']} taken over from redis" in cluster.replicas[1 - killed].log
+    session_id = events[0]["session_id"]
+    survivor = cluster.replicas[1 - stopped[0]]
+    assert f"session {session_id} taken over from redis" in survivor.log
+    assert metric(survivor, "streamrnn_cluster_restores_total") >= 1
+    if sig == signal.SIGTERM:
+        assert f"session {session_id} handed over" in cluster.replicas[stopped[0]].log
 
 
 def test_sessions_go_on_when_redis_dies(cluster, chunks, expected):

@@ -28,7 +28,10 @@ def by_kind(kind: str, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def validate():
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    try:
+        import kubernetes_validate
+    except ImportError:
+        missing("kubernetes-validate is not installed (pip install -e '.[test]')")
     return lambda manifest: kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
 
 
