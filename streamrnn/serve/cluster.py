@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -30,8 +31,10 @@ from streamrnn.serve import telemetry
 
 log = logging.getLogger("streamrnn.serve.cluster")
 PREFIX = "streamrnn:session:"
+REPLICAS = "streamrnn:replicas"  # sorted set: replica id -> until when it is known alive (unix time)
 CHECK_EVERY_S = 2.0  # how often the keeper pings Redis and renews the live sessions' keys
-TIMEOUT_S = 1.0  # per Redis call: a slow Redis must not hold up the sessions' audio
+ALIVE_FOR_S = 5 * CHECK_EVERY_S  # a replica not heard of for this long is taken for dead
+TIMEOUT_S = 3.0  # per Redis call: past it Redis is taken for down (a slow Redis must not stall the audio)
 GONE_TTL_S = 600.0  # how long a replica remembers why a session cannot be resumed
 
 # KEYS: hash, journal. ARGV: replica, entry, ttl ms, meta ("" unless creating).
@@ -110,6 +113,9 @@ class ClusterStore:
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.ping()
+            now = time.time()
+            pipe.zadd(REPLICAS, {self.replica: now + ALIVE_FOR_S})
+            pipe.zremrangebyscore(REPLICAS, 0, now)
             for session_id in live_ids:
                 for key in keys(session_id):
                     pipe.pexpire(key, self.ttl_ms)
@@ -201,6 +207,18 @@ class ClusterStore:
         while True:
             await self.check(live_ids())
             await asyncio.sleep(CHECK_EVERY_S)
+
+    async def other_replicas(self) -> int:
+        """How many other replicas are alive (0 also when Redis cannot say); this one is taken
+        off the list, as it is stopping."""
+        if not self.up:
+            return 0
+        try:
+            await self.redis.zrem(REPLICAS, self.replica)
+            return await self.redis.zcount(REPLICAS, time.time(), "+inf")
+        except (RedisError, OSError) as err:
+            self.mark(False, err)
+            return 0
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -453,12 +453,16 @@ class RecognitionService:
 
     async def drain(self) -> None:
         """Take no new sessions; finish every open one (their finals and `end` with reason
-        shutdown reach their clients and subscribers). With [cluster] and Redis up, a session
-        whose journal is whole is handed over instead: its client's connection is closed and the
-        client resumes it on another replica (a rolling update or a scale-down loses nothing)."""
+        shutdown reach their clients and subscribers). With [cluster], while other replicas are
+        alive, a session whose journal is whole is handed over instead: its client's connection
+        is closed and the client resumes it on another replica (a rolling update or a scale-down
+        loses nothing)."""
         self.draining = True
+        others = await self.cluster.other_replicas() if self.cluster is not None else 0
+        if self.cluster is not None:
+            log.info("%d other replicas alive%s", others, ": open sessions are handed over to them" if others else "")
         for live in list(self.sessions.values()):
-            if live.shared and self.cluster.up:
+            if live.shared and others and self.cluster.up:
                 await self.hand_over(live)
             else:
                 await self.finish_quietly(live, "shutdown")

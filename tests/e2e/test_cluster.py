@@ -44,6 +44,9 @@ class Cluster:
                 return index
         raise AssertionError(f"no live replica has session {session_id}")
 
+    def logs(self) -> str:
+        return "\n".join(f"replica {i}:\n{replica.log}" for i, replica in enumerate(self.replicas))
+
     def revive_all(self) -> None:
         for index, replica in enumerate(self.replicas):
             if not replica.alive:
@@ -139,7 +142,7 @@ def test_a_session_survives_its_replica(cluster, chunks, expected, transport, si
         events = stream_websocket(cluster.nginx.url, chunks, on_event)
     else:
         events = stream_grpc(cluster.nginx.grpc, chunks, on_event)
-    assert finals_of(events) == expected
+    assert finals_of(events) == expected, cluster.logs()
     assert_once_in_order(events)
     assert [e["type"] for e in events].count("resumed") >= 1 and events[-1]["reason"] == "eof"
     session_id = events[0]["session_id"]
@@ -148,6 +151,22 @@ def test_a_session_survives_its_replica(cluster, chunks, expected, transport, si
     assert metric(survivor, "streamrnn_cluster_restores_total") >= 1
     if sig == signal.SIGTERM:
         assert f"session {session_id} handed over" in cluster.replicas[stopped[0]].log
+
+
+def test_a_lone_replica_drains_its_sessions(cluster, chunks, expected):
+    """With no other replica alive to take them, SIGTERM finishes the sessions as a single daemon does."""
+    cluster.revive_all()
+    cluster.replicas[1].stop()
+    replica = cluster.replicas[0]
+
+    def on_event(events):
+        if events[-1]["type"] == "final" and len(finals_of(events)) == 1:
+            replica.process.send_signal(signal.SIGTERM)
+
+    events = stream_websocket(replica.url, chunks, on_event)
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "shutdown"
+    assert finals_of(events)[0] == expected[0]
+    assert replica.process.wait(30) == 0 and "handed over" not in replica.log
 
 
 def test_sessions_go_on_when_redis_dies(cluster, chunks, expected):
