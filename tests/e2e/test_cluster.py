@@ -29,9 +29,14 @@ class Cluster:
         self.config = config
         self.redis = RedisServer(folder / "redis", redis_port)
         self.ports = [(free_port(), free_port()) for _ in range(2)]
-        self.replicas = [self.start_replica(i) for i in range(2)]
-        self.nginx = Nginx(folder / "nginx", [f"127.0.0.1:{h}" for h, _ in self.ports],
-                           [f"127.0.0.1:{g}" for _, g in self.ports])
+        self.replicas, self.nginx = [], None
+        try:
+            self.replicas = [self.start_replica(i) for i in range(2)]
+            self.nginx = Nginx(folder / "nginx", [f"127.0.0.1:{h}" for h, _ in self.ports],
+                               [f"127.0.0.1:{g}" for _, g in self.ports])
+        except RuntimeError:
+            self.stop()
+            raise
 
     def start_replica(self, index: int) -> Daemon:
         http, grpc = self.ports[index]
@@ -53,10 +58,9 @@ class Cluster:
                 self.replicas[index] = self.start_replica(index)
 
     def stop(self) -> None:
-        for replica in self.replicas:
-            replica.stop()
-        self.nginx.stop()
-        self.redis.stop()
+        for part in [*self.replicas, self.nginx, self.redis]:
+            if part is not None:
+                part.stop()
 
 
 @pytest.fixture(scope="module")
