@@ -157,6 +157,29 @@ def test_a_session_survives_its_replica(cluster, chunks, expected, transport, si
         assert f"session {session_id} handed over" in cluster.replicas[stopped[0]].log
 
 
+def test_a_session_survives_its_replica_with_engine_workers(tiny_models, tmp_path, chunks, expected):
+    """The same with the engine in worker processes (`engine_processes`): a takeover only opens
+    an engine session and feeds it, so it works on either engine."""
+    redis_port = free_port()
+    config = tiny_daemon_config(tiny_models, tmp_path, CLUSTER_CONFIG + "[batching]\nengine_processes = 1\n"
+                                f'[cluster]\nredis_url = "redis://127.0.0.1:{redis_port}/0"\n')
+    workers = Cluster(config, tmp_path, redis_port)
+    stopped = []
+
+    def on_event(events):
+        if events[-1]["type"] == "final" and not stopped:
+            stopped.append(workers.holder(events[0]["session_id"]))
+            workers.replicas[stopped[0]].process.kill()
+
+    try:
+        events = stream_websocket(workers.nginx.url, chunks, on_event)
+        assert finals_of(events) == expected, workers.logs()
+        assert_once_in_order(events)
+        assert "taken over from redis" in workers.replicas[1 - stopped[0]].log
+    finally:
+        workers.stop()
+
+
 def test_a_lone_replica_drains_its_sessions(cluster, chunks, expected):
     """With no other replica alive to take them, SIGTERM finishes the sessions as a single daemon does."""
     cluster.revive_all()
