@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamrnn.tools.bench import speech_clips
 from streamrnn.tools.cluster_process import Nginx, RedisServer, free_port
 from streamrnn.tools.daemon_process import Daemon
 from streamrnn.tools.soak import SoakReport, clip_chunks, one_session, reference_finals
@@ -104,9 +103,7 @@ async def sample_redis(redis: RedisServer, report: ChaosReport, live: list[int])
         await asyncio.sleep(1.0)
 
 
-async def chaos(args, replicas: Replicas, nginx: Nginx, redis: RedisServer) -> ChaosReport:
-    samples = speech_clips(args.audio, args.manifest, args.split, args.limit)
-    clips = [(clip_chunks(s), 16000) for s in samples]
+async def chaos(args, clips, replicas: Replicas, nginx: Nginx, redis: RedisServer) -> ChaosReport:
     references = await reference_finals(f"ws://127.0.0.1:{replicas.ports[0][0]}", clips)
     report = ChaosReport(clients=args.clients, replicas=len(replicas.ports))
     report.redis_idle_memory_mb = round(int(redis.info().get("used_memory", 0)) / 2 ** 20, 1)
@@ -134,13 +131,15 @@ async def chaos(args, replicas: Replicas, nginx: Nginx, redis: RedisServer) -> C
 
 
 def run(args) -> ChaosReport:
+    from streamrnn.tools.bench import speech_clips  # torch: not for --help
+    clips = [(clip_chunks(s), 16000) for s in speech_clips(args.audio, args.manifest, args.split, args.limit)]
     with tempfile.TemporaryDirectory(prefix="streamrnn-chaos-") as folder:
         redis = RedisServer(Path(folder) / "redis")
         replicas = nginx = None
         try:
             replicas = Replicas(args.replicas, args.config, redis.url)
             nginx = Nginx(Path(folder) / "nginx", replicas.upstreams(0), replicas.upstreams(1))
-            return asyncio.run(chaos(args, replicas, nginx, redis))
+            return asyncio.run(chaos(args, clips, replicas, nginx, redis))
         finally:
             for part in (nginx, replicas, redis):
                 if part is not None:
