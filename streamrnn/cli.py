@@ -21,7 +21,9 @@ MODULE_COMMANDS = {
 TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
                "lm": ("train the word LSTM language model", "streamrnn.train.lm"),
                "ngram": ("build the lexicon search's vocabulary and word n-gram (ARPA) from text",
-                         "streamrnn.train.ngram")}
+                         "streamrnn.train.ngram"),
+               "lexicon": ("pronunciations of a whole vocabulary, for phone models (CMUdict, then flite's guesses)",
+                           "streamrnn.train.lexicon")}
 
 
 def build_parser(command: str | None = None, kind: str | None = None) -> argparse.ArgumentParser:
@@ -83,7 +85,7 @@ def build_parser(command: str | None = None, kind: str | None = None) -> argpars
     key = commands.add_parser("key", help="API keys for the daemon's [auth] section")
     key.add_argument("action", choices=["new"], help="new: print a fresh random key and its config line")
 
-    train = commands.add_parser("train", help="train the acoustic model, the language model or the n-gram")
+    train = commands.add_parser("train", help="train the acoustic model, the language model, the n-gram or the lexicon")
     kinds = train.add_subparsers(dest="kind", required=True)
     for name, (help_text, module) in TRAIN_KINDS.items():
         parser_of_kind = kinds.add_parser(name, help=help_text)

@@ -28,6 +28,7 @@ class DecoderConfig:
     method: str = "lexicon"
     ngram: str = "builtin"
     vocabulary: str = "builtin"
+    pronunciations: str = "builtin"
     word_beam_size: int = 200
     word_beam_threshold: float = 15.0
     ngram_weight: float = 2.0
@@ -78,12 +79,20 @@ class TlsConfig:
 class LimitsConfig:
     max_message_bytes: int = 1 << 20
     grpc_max_message_bytes: int = 64 << 20
+    max_upload_bytes: int = 25 << 20
     max_session_audio_s: float = 3600.0
     idle_timeout_s: float = 60.0
     max_realtime_factor: float = 0.0
     realtime_burst_s: float = 30.0
     subscriber_queue: int = 256
     subscriber_max_finals: int = 64
+
+
+@dataclass
+class WyomingConfig:
+    enabled: bool = False
+    port: int = 10300
+    allow_without_key: bool = False
 
 
 @dataclass
@@ -138,6 +147,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
@@ -212,11 +222,16 @@ def validate(config: Config, where: str) -> None:
         (0 <= config.server.http_port < 65536, "server.http_port must be 0..65535"),
         (0 <= config.server.grpc_port < 65536, "server.grpc_port must be 0..65535"),
         (config.server.max_sessions >= 1, "server.max_sessions must be at least 1"),
+        (0 <= config.wyoming.port < 65536, "wyoming.port must be 0..65535"),
+        (not (config.wyoming.enabled and config.auth.api_key_sha256 and not config.wyoming.allow_without_key),
+         "wyoming: the Wyoming protocol carries no API key, so with [auth] keys set it is served only with "
+         "wyoming.allow_without_key = true (on a network you trust)"),
         (all(is_sha256(h) for h in config.auth.api_key_sha256),
          "auth.api_key_sha256 entries must be 64 hex digits (make one with `streamrnn key new`)"),
         (bool(config.tls.cert) == bool(config.tls.key), "tls.cert and tls.key must be set together"),
         (config.limits.max_message_bytes >= 1024, "limits.max_message_bytes must be at least 1024"),
         (config.limits.grpc_max_message_bytes >= 1024, "limits.grpc_max_message_bytes must be at least 1024"),
+        (config.limits.max_upload_bytes >= 1024, "limits.max_upload_bytes must be at least 1024"),
         (config.limits.max_session_audio_s >= 0, "limits.max_session_audio_s must be 0 (no limit) or more"),
         (config.limits.idle_timeout_s >= 0, "limits.idle_timeout_s must be 0 (no limit) or more"),
         (config.limits.max_realtime_factor >= 0, "limits.max_realtime_factor must be 0 (off) or more"),

@@ -4,9 +4,13 @@ word n-gram LM (KenLM format) in first-pass fusion, in flashlight-text's C++ dec
 One `WordSearch` holds the n-gram and the lexicon trie for every session; each session steps its
 own `WordDecoder` one CTC frame at a time, so its results do not depend on how its audio was
 chunked. Endpoints come from the frames themselves (a run of frames whose likeliest token is not
-a letter), which every chunking sees alike; the beam's best path is read only for partials and
+a letter or phone), which every chunking sees alike; the beam's best path is read only for partials and
 finals. A session's phrases may hold words outside the vocabulary: they are spelled and added to
 a trie of that session's own (cached by phrase set), and every phrase word earns a bonus.
+
+A word is spelled in the acoustic model's tokens: its letters for a character model, its
+pronunciations (CMUdict's, or a dictionary in its format) for a phone model. The word separator is
+token 1 in both: the space, or the phone inventory's word boundary.
 """
 from __future__ import annotations
 
@@ -23,19 +27,21 @@ from flashlight.lib.text.dictionary import Dictionary
 
 from streamrnn.config import DecoderConfig, EndpointConfig
 from streamrnn.decoding import Utterance, Word
+from streamrnn.phones import BOUNDARY, Lexicon, PhoneInventory, flite_pronunciation, pronunciations
 from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID, normalize
 
 UNK = "<unk>"
 SPELLABLE = re.compile("[A-Z'][A-Z']*")
-NOT_A_LETTER = (BLANK, SPACE)
+NOT_A_UNIT = (BLANK, SPACE)  # what no word is spelled with: blank and the word separator
 PHRASE_TRIES = 16  # tries with a session's extra words, kept for the next session with the same phrases
 
 
 class WordSearch:
     """The vocabulary, its n-gram and its lexicon trie, loaded once and shared by every session."""
 
-    def __init__(self, config: DecoderConfig, ngram_path: str, vocabulary_path: str):
+    def __init__(self, config: DecoderConfig, ngram_path: str, vocabulary_path: str, speller=None):
         self.config = config
+        self.speller = speller or LetterSpeller()
         self.words = read_vocabulary(vocabulary_path)
         self.index = {word: i for i, word in enumerate(self.words)}
         self.unk = len(self.words)
@@ -43,17 +49,23 @@ class WordSearch:
             self.ngram = KenLM(str(ngram_path), Dictionary(self.words + [UNK]))
         start = self.ngram.start(False)
         self.unigram = [self.ngram.score(start, i)[1] for i in range(len(self.words))]
-        self.trie = self.build_trie([])
+        with quiet_stderr():  # the trie says there when a pronunciation has more than 6 homophones
+            self.trie = self.build_trie([])
         self.extra: dict[str, int] = {}  # words outside the vocabulary that phrases brought: their indices
         self.extra_words: dict[int, str] = {}
         self.phrase_tries: OrderedDict[frozenset, Trie] = OrderedDict()
 
     def build_trie(self, extra: list[tuple[str, int]]) -> Trie:
-        trie = Trie(len(ALPHABET) + 1, SPACE)
+        trie = Trie(self.speller.size, SPACE)
+        self.unspellable = 0
         for index, word in enumerate(self.words):
-            trie.insert(spelling(word), index, self.unigram[index])
+            spellings = self.speller.spell(word)
+            self.unspellable += not spellings
+            for tokens in spellings:
+                trie.insert(tokens + [SPACE], index, self.unigram[index])
         for word, index in extra:
-            trie.insert(spelling(word), index, self.unigram_of_unknown())
+            for tokens in self.speller.spell(word, guess=True):
+                trie.insert(tokens + [SPACE], index, self.unigram_of_unknown())
         trie.smear(SmearingMode.MAX)
         return trie
 
@@ -74,7 +86,7 @@ class WordSearch:
             lm = PhraseBonusLM(self.ngram, self.unk, bonus)
             trie = self.trie_with(frozenset(word for word in words if word not in self.index))
         options = LexiconDecoderOptions(
-            beam_size=self.config.word_beam_size, beam_size_token=len(ALPHABET) + 1,
+            beam_size=self.config.word_beam_size, beam_size_token=self.speller.size,
             beam_threshold=self.config.word_beam_threshold, lm_weight=self.config.ngram_weight,
             word_score=self.config.word_score, unk_score=-float("inf"), sil_score=0.0, log_add=False,
             criterion_type=CriterionType.CTC)
@@ -111,7 +123,7 @@ class PhraseBonusLM(LM):
         return self.ngram.start(start_with_nothing)
 
     def score(self, state, token: int):
-        state, score = self.ngram.score(state, token if token <= self.unk else self.unk)
+        state, score = self.ngram.score(state, min(token, self.unk))
         return state, score + self.bonus.get(token, 0.0)
 
     def finish(self, state):
@@ -137,8 +149,35 @@ def read_vocabulary(path) -> list[str]:
     return [word for word in dict.fromkeys(words) if SPELLABLE.fullmatch(word)]
 
 
-def spelling(word: str) -> list[int]:
-    return [TOKEN_ID[ch] for ch in word] + [SPACE]
+class LetterSpeller:
+    """A character model's words: their letters."""
+
+    size = len(ALPHABET) + 1
+
+    def spell(self, word: str, guess: bool = False) -> list[list[int]]:
+        return [[TOKEN_ID[ch] for ch in word]]
+
+    def pending(self, tokens) -> str:
+        return pending_letters(tokens)
+
+
+class PhoneSpeller:
+    """A phone model's words: each of their pronunciations in the lexicon. Words it lacks cannot
+    be spelled, except a phrase's, which get flite's guess where flite's t2p is installed."""
+
+    def __init__(self, inventory: PhoneInventory, lexicon: Lexicon):
+        if inventory.ids.get(BOUNDARY) != SPACE:
+            raise ValueError("the lexicon search needs a phone model trained with word boundaries")
+        self.size, self.ids, self.lexicon = len(inventory.tokens), inventory.ids, lexicon
+
+    def spell(self, word: str, guess: bool = False) -> list[list[int]]:
+        spellings = pronunciations(self.lexicon, word)
+        if not spellings and guess:
+            spellings = [phones for phones in [flite_pronunciation(word)] if phones]
+        return [[self.ids[phone] for phone in phones] for phones in spellings]
+
+    def pending(self, tokens) -> str:
+        return ""  # a word being spoken shows once its phones spell one
 
 
 class WordDecoder:
@@ -158,13 +197,13 @@ class WordDecoder:
         self.decoder.decode_begin()
         self.utterance_start = self.step
         self.rows: list[np.ndarray] = []
-        self.last_letter = -1  # the last frame (from the utterance start) whose likeliest token is a letter
+        self.last_spoken = -1  # the last frame (from the utterance start) whose likeliest token spells a word
 
     def advance_row(self, row: np.ndarray) -> Utterance | None:
         row = np.ascontiguousarray(row, dtype=np.float32)
         self.decoder.decode_step(row.ctypes.data, 1, len(row))
-        if int(row.argmax()) not in NOT_A_LETTER:
-            self.last_letter = len(self.rows)
+        if int(row.argmax()) not in NOT_A_UNIT:
+            self.last_spoken = len(self.rows)
         self.rows.append(row)
         self.step += 1
         if not self.at_endpoint():
@@ -174,14 +213,14 @@ class WordDecoder:
 
     def at_endpoint(self) -> bool:
         frames = len(self.rows)
-        if self.last_letter < 0:
+        if self.last_spoken < 0:
             return frames * self.step_s * 1000 >= self.endpoint.leading_silence_ms
-        silence_ms = (frames - 1 - self.last_letter) * self.step_s * 1000
+        silence_ms = (frames - 1 - self.last_spoken) * self.step_s * 1000
         return silence_ms >= self.endpoint.trailing_silence_ms or frames * self.step_s >= self.endpoint.max_utterance_s
 
     def finish_utterance(self) -> Utterance:
         """Close the last word (one frame of pure word separator), take the best path, start anew."""
-        separator = np.full(len(ALPHABET) + 1, -1e30, dtype=np.float32)
+        separator = np.full(self.search.speller.size, -1e30, dtype=np.float32)
         separator[SPACE] = 0.0
         self.decoder.decode_step(separator.ctypes.data, 1, len(separator))
         self.decoder.decode_end()
@@ -195,8 +234,8 @@ class WordDecoder:
         return utterance
 
     def timed_words(self, best) -> list[Word]:
-        """The best path's words with their frames: a word spans its letters' frames (and the
-        blanks between them); its confidence is the mean probability of its letters' frames."""
+        """The best path's words with their frames: a word spans its letters' (or phones') frames
+        and the blanks between them; its confidence is the mean probability of those frames."""
         frames = best.tokens[1:len(self.rows) + 1]  # token per frame; the first is the start state
         spans, start, letters = [], None, []
         for frame, token in enumerate(list(frames) + [SPACE]):
@@ -218,7 +257,7 @@ class WordDecoder:
     def partial_text(self) -> str:
         best = self.decoder.get_best_hypothesis()
         words = [self.search.word(w) for w in best.words if w >= 0]
-        return " ".join(words + [pending_letters(best.tokens)]).strip()
+        return " ".join(words + [self.search.speller.pending(best.tokens)]).strip()
 
     def next_word_log_probs(self) -> np.ndarray | None:
         """Made from the LM's state when asked (once a final): a quiet session keeps the state

@@ -26,11 +26,17 @@ def read_audio(path) -> tuple[np.ndarray, int]:
         raise AudioError(f"cannot read audio file {path}: it is a folder") from err
     except OSError as err:
         raise AudioError(f"cannot read audio file {path}: {(err.strerror or str(err)).lower()}") from err
+    return decode_audio(str(path), path)
+
+
+def decode_audio(source, name) -> tuple[np.ndarray, int]:
+    """A wav/flac/ogg/opus/mp3 file (a path, or a binary file object such as an upload's bytes in
+    io.BytesIO) as mono float32 (channels mixed) and its sample rate; errors name the file `name`."""
     try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
         reason = str(getattr(err, "error_string", "") or err).rstrip(".")
-        raise AudioError(f"cannot read audio file {path}: not a {FORMATS} file that can be read ({reason})") \
+        raise AudioError(f"cannot read audio file {name}: not a {FORMATS} file that can be read ({reason})") \
             from err
     return samples.mean(axis=1), rate
 
@@ -38,9 +44,13 @@ def read_audio(path) -> tuple[np.ndarray, int]:
 def load_for_streaming(path) -> tuple[np.ndarray, int]:
     """A file's samples at a rate the daemon takes: its own, or 16 kHz for a rate not in
     protocol.SAMPLE_RATES (resampled here, whole file)."""
-    samples, rate = read_audio(path)
+    return streamable(*read_audio(path), path)
+
+
+def streamable(samples: np.ndarray, rate: int, name) -> tuple[np.ndarray, int]:
+    """Decoded samples at a rate the daemon takes (see load_for_streaming)."""
     if len(samples) == 0:
-        raise AudioError(f"{path} has no audio samples")
+        raise AudioError(f"{name} has no audio samples")
     if rate not in SAMPLE_RATES:
         return resample(samples, rate, FALLBACK_RATE), FALLBACK_RATE
     return samples, rate

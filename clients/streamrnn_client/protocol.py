@@ -60,9 +60,12 @@ class ErrorCode(StrEnum):
     TOO_FAST = "too_fast"
     TOO_SLOW = "too_slow"
     TOO_LONG = "too_long"
+    TOO_LARGE = "too_large"  # an upload past the size limit
     IDLE = "idle"
     ENGINE_FAILED = "engine_failed"
     UNAUTHENTICATED = "unauthenticated"
+    NOT_FOUND = "not_found"  # an HTTP path
+    METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 def check_rate(rate: int) -> int:

@@ -25,8 +25,10 @@ from streamrnn.config import Config, DecoderConfig, ModelConfig, model_path
 from streamrnn.decoding import Decoder, Utterance
 from streamrnn.invariance import lay_out_for_batch_invariance
 from streamrnn.lm import LMRunner, WordScorer, prefetch
+from streamrnn.phones import PhoneInventory, load_lexicon
+from streamrnn.targets import CharInventory
 from streamrnn.tokens import normalize
-from streamrnn.wordsearch import WordDecoder, WordSearch
+from streamrnn.wordsearch import LetterSpeller, PhoneSpeller, WordDecoder, WordSearch
 from streamrnn_client.protocol import MAX_SUGGESTIONS, SessionOptions
 
 
@@ -56,21 +58,21 @@ class Recognizer:
         if acoustic:
             self.acoustic = load_engine_model("acoustic", model_path(config.model.acoustic_model, "am.pt"),
                                               config.model, batch_invariant)
-            if getattr(self.acoustic.config, "targets", "chars") != "chars":
-                raise ValueError(f"{config.model.acoustic_model} emits {self.acoustic.config.targets}: the decoder "
-                                 "reads character models only (phone models need the lexicon search)")
+            if self.acoustic.config.targets != "chars" and config.decoder.method != "lexicon":
+                raise ValueError(f"{config.model.acoustic_model} emits {self.acoustic.config.targets}: "
+                                 f"decoder.method {config.decoder.method!r} reads character models only")
         self.lm = None
         if config.model.language_model:
             self.lm = load_language_model(config, batch_invariant)
             self.lm_start = self.lm.start()  # every session's first LM entry: computed once, shared
         self.word_search = None
         if acoustic and config.decoder.method == "lexicon":
-            self.word_search = load_word_search(config.decoder)
+            self.word_search = load_word_search(config.decoder, self.acoustic.config.tokens)
 
-    def session(self, options: SessionOptions | None = None) -> "Session":
+    def session(self, options: SessionOptions | None = None) -> Session:
         return Session(self, (options or SessionOptions()).validate())
 
-    def run(self, jobs: list[tuple["Session", object]]) -> list[list[dict] | Exception]:
+    def run(self, jobs: list[tuple[Session, object]]) -> list[list[dict] | Exception]:
         """Chunks of many sessions at once: (session, audio) with audio as PCM bytes in the session's
         encoding, float samples, or None for the end of its stream (at most one job per session).
         One log-mel pass, one acoustic-model batch, and decoders stepped side by side with one
@@ -97,7 +99,7 @@ class Recognizer:
             results[index] = events[k] + session.end_chunk(final, len(rows[k]) > 0)
         return results
 
-    def prefetch_lm(self, sessions: list["Session"]) -> None:
+    def prefetch_lm(self, sessions: list[Session]) -> None:
         if self.lm is not None:
             prefetch(self.lm, [(s.decoder.scorer, h) for s in sessions for h in s.decoder.lm_histories()])
 
@@ -122,23 +124,34 @@ def load_language_model(config: Config, batch_invariant: bool = True) -> LMRunne
     return LMRunner(load_engine_model("language", path, config.model, batch_invariant))
 
 
-def load_word_search(config: DecoderConfig) -> WordSearch:
-    """The vocabulary and n-gram of decoder.method = "lexicon" ("builtin": the ones shipped), loaded
-    once per process for the same settings: they are read-only, and take seconds to load."""
-    return cached_word_search(dataclasses.astuple(config))
+def load_word_search(config: DecoderConfig, tokens: list[str] | None = None) -> WordSearch:
+    """The vocabulary and n-gram of decoder.method = "lexicon" ("builtin": the ones shipped), spelled
+    in the acoustic model's `tokens` (None: characters), loaded once per process for the same
+    settings: they are read-only, and take seconds to load."""
+    return cached_word_search(dataclasses.astuple(config), tuple(tokens) if tokens else None)
 
 
 @functools.lru_cache(maxsize=2)
-def cached_word_search(settings: tuple) -> WordSearch:
+def cached_word_search(settings: tuple, tokens: tuple | None) -> WordSearch:
     config = DecoderConfig(*settings)
     paths = model_path(config.ngram, "words.arpa.gz"), model_path(config.vocabulary, "words.txt")
     for path in paths:
         if not Path(path).is_file():
             raise ModelError(f"no such file: {path}")
     try:
-        return WordSearch(config, *paths)
+        return WordSearch(config, *paths, speller=word_speller(config, tokens))
     except RuntimeError as err:  # KenLM's own error names the file and what is wrong in it
         raise ModelError(f"cannot load the n-gram {paths[0]}: {str(err).splitlines()[-1]}") from err
+
+
+def word_speller(config: DecoderConfig, tokens: tuple | None) -> LetterSpeller | PhoneSpeller:
+    """How the search spells words in the acoustic model's tokens: letters, or pronunciations."""
+    if tokens is None or tuple(tokens) == CharInventory.tokens:
+        return LetterSpeller()
+    path = None if config.pronunciations == "builtin" else config.pronunciations
+    if path and not Path(path).is_file():
+        raise ModelError(f"no such file: {path}")
+    return PhoneSpeller(PhoneInventory.from_tokens(tokens), load_lexicon(path))
 
 
 def load_engine_model(kind: str, path: str, config: ModelConfig, batch_invariant: bool = True) -> nn.Module:

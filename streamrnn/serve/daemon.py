@@ -11,8 +11,10 @@ from streamrnn.serve import eventloop, telemetry, tls
 from streamrnn.serve.auth import KeyCheck
 from streamrnn.serve.cluster import ClusterStore
 from streamrnn.serve.grpc_server import start_grpc
+from streamrnn.serve.openai_api import OpenAIApi
 from streamrnn.serve.service import RecognitionService
 from streamrnn.serve.ws_server import WebSocketServer
+from streamrnn.serve.wyoming_server import WyomingServer
 
 log = logging.getLogger("streamrnn")
 
@@ -28,22 +30,26 @@ async def serve(config: Config) -> None:
     if cluster is not None:
         await cluster.check([])
         keeper = asyncio.create_task(cluster.keep(lambda: [s.id for s in service.sessions.values() if s.shared]))
-    websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context).serve(
+    openai_api = OpenAIApi(service, keys, config.limits.max_upload_bytes)
+    websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context, openai_api).serve(
         server_config.host, server_config.http_port)
     grpc_server = await start_grpc(service, f"{server_config.host}:{server_config.grpc_port}",
                                    server_config.require_config, credentials, keys)
     http_port = websocket.sockets[0].getsockname()[1]
+    wyoming = WyomingServer(service) if config.wyoming.enabled else None
+    wyoming_port = await wyoming.start(server_config.host, config.wyoming.port) if wyoming else 0
     host = f"[{server_config.host}]" if ":" in server_config.host else server_config.host
     scheme, grpc_security = ("https", "tls") if ssl_context else ("http", "plain text")
-    log.info("ready: http and websocket on %s://%s:%d, grpc on %s:%d (models on %s; grpc %s; %s)",
-             scheme, host, http_port, host, grpc_server.bound_port, recognizer.device, grpc_security,
+    log.info("ready: http and websocket on %s://%s:%d, grpc on %s:%d%s (models on %s; grpc %s; %s)",
+             scheme, host, http_port, host, grpc_server.bound_port,
+             f", wyoming on {host}:{wyoming_port}" if wyoming else "", recognizer.device, grpc_security,
              "api keys required" if keys.required else "no api keys")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await drain(service, websocket, grpc_server, server_config.drain_timeout_s)
+    await drain(service, websocket, grpc_server, openai_api, wyoming, server_config.drain_timeout_s)
     service.close_engine()
     if cluster is not None:
         keeper.cancel()
@@ -61,11 +67,14 @@ def start_cluster(config: Config) -> ClusterStore | None:
     return cluster
 
 
-async def drain(service: RecognitionService, websocket, grpc_server, timeout: float) -> None:
+async def drain(service: RecognitionService, websocket, grpc_server, openai_api: OpenAIApi,
+                wyoming: WyomingServer | None, timeout: float) -> None:
     """Stop taking sessions, finish the open ones (their finals and `end` reach the clients),
     then close; past `timeout` seconds, give up on what is left and exit 1."""
     log.info("stopping: finishing %d open sessions", len(service.sessions))
     websocket.close(close_connections=False)  # no new connections; the open ones get their finals
+    if wyoming:
+        wyoming.close()
     grpc_stopped = asyncio.create_task(grpc_server.stop(timeout))
     try:
         async with asyncio.timeout(timeout):
@@ -73,6 +82,9 @@ async def drain(service: RecognitionService, websocket, grpc_server, timeout: fl
             for connection in websocket.connections:  # subscribers and /v1/suggest clients
                 asyncio.create_task(connection.close(1001, "server shutting down"))
             await websocket.wait_closed()
+            await asyncio.gather(*openai_api.tasks)  # their answers (cut short by the drain) are out
+            if wyoming:
+                await wyoming.drain()
             await grpc_stopped
     except TimeoutError:
         log.error("drain timed out after %.1f s with %d sessions unfinished; exiting anyway",

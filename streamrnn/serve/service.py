@@ -5,11 +5,13 @@ sit on this."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -26,7 +28,8 @@ from streamrnn_client.protocol import ErrorCode, StreamrnnError
 
 log = logging.getLogger("streamrnn.serve.service")
 MAX_REPLAY = 256  # finals kept per session for clients that resume
-MAX_FORGOTTEN = 10000  # ids of sessions whose resume window passed, for a precise error
+MAX_FORGOTTEN = 10000
+RESUMABLE = ("websocket", "grpc")  # the transports whose clients can resume (with [cluster]: on any replica)  # ids of sessions whose resume window passed, for a precise error
 
 
 class ServiceError(StreamrnnError):
@@ -112,7 +115,7 @@ class RecognitionService:
         """A new session with its client attached; the client's first event names it (once
         Redis has it, with [cluster])."""
         live = self.open(options, transport)
-        if self.cluster is not None:
+        if self.cluster is not None and transport in RESUMABLE:
             meta = {"options": dataclasses.asdict(options), "transport": transport, "opened_at": live.opened_at,
                     "read_token": live.read_token, "resume_token": live.resume_token}
             live.shared = await self.cluster.append(live.id, b"", meta)
@@ -432,18 +435,45 @@ class RecognitionService:
     async def score(self, text: str) -> dict:
         return await self.guarded(self.recognizer.score, text)
 
-    async def recognize(self, options: SessionOptions, audio: bytes) -> list[dict]:
+    async def recognize(self, options: SessionOptions, audio: bytes, transport: str = "unary") -> list[dict]:
         """A whole recording at once: all of it within max_session_audio_s or an error, and
         not held to the real-time pace."""
-        live = self.open(options, "unary")
+        async with contextlib.aclosing(self.transcribe(options, audio, transport)) as events:
+            return [event async for event in events]
+
+    async def transcribe(self, options: SessionOptions, audio: bytes, transport: str,
+                         piece_s: float | None = None) -> AsyncIterator[dict]:
+        """A whole recording as `recognize` takes it, fed in pieces of `piece_s` seconds (None: in
+        one), so that its events come as it goes and the engine serves live sessions in between.
+        A caller that stops early ends the session (reason disconnect)."""
+        live = self.open(options, transport)
         try:
             limit = self.limits.max_session_audio_s
             if limit and len(audio) > self.audio_limit_bytes(live):
                 raise ServiceError(ErrorCode.TOO_LONG, f"the audio is longer than the limit of {limit:g} s per session")
-            events = await self.decode(live, audio)
-            return events + await self.finish(live, "eof")
+            for piece in self.pieces(live, audio, piece_s):
+                if live.ended:  # finished by a drain
+                    raise ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+                async with live.lock:
+                    events = await asyncio.shield(self.decode(live, piece))
+                for event in events:
+                    yield event
+            for event in await self.finish(live, "eof"):
+                yield event
+        except GeneratorExit:  # the caller stopped reading: its last final goes to subscribers
+            await self.finish_quietly(live, "disconnect")
+            raise
         finally:
             self.close(live, "eof")  # also when the audio was bad
+
+    @staticmethod
+    def pieces(live: LiveSession, audio: bytes, piece_s: float | None) -> list[bytes]:
+        """The audio in pieces of whole samples, `piece_s` seconds each (at least one piece)."""
+        if not piece_s:
+            return [audio]
+        rate = live.session.options.sample_rate
+        step = max(1, int(piece_s * rate)) * (live.session.bytes_per_second // rate)
+        return [audio[start:start + step] for start in range(0, len(audio), step)] or [audio]
 
     async def guarded(self, function, *args):
         try:

@@ -1,8 +1,10 @@
 """WebSocket and plain HTTP on one port: /v1/recognize, /v1/subscribe/{id},
-/v1/suggest, and /, /healthz, /metrics."""
+/v1/suggest, /vosk (Vosk's protocol), and /, /healthz, /metrics; the OpenAI-style API's
+/v1/audio/transcriptions and /v1/models (openai_api, through plain_http)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -16,9 +18,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamrnn.serve import telemetry
+from streamrnn.serve import telemetry, vosk_ws
 from streamrnn.serve.auth import COOKIE, QUERY_KEY, QUERY_READ_TOKEN, KeyCheck, bearer
 from streamrnn.serve.connection import ClientMessage, Receive, feed_session, open_session
+from streamrnn.serve.openai_api import OpenAIApi
+from streamrnn.serve.plain_http import SharedPortConnection
 from streamrnn.serve.service import RecognitionService, ServiceError
 from streamrnn_client.protocol import ErrorCode, SessionOptions
 
@@ -130,8 +134,10 @@ def parse_json(text: str) -> dict:
 
 class WebSocketServer:
     def __init__(self, service: RecognitionService, require_config: bool = False, keys: KeyCheck | None = None,
-                 ssl_context=None):
+                 ssl_context=None, http_api: OpenAIApi | None = None):
+        """`http_api`: plain HTTP routes with bodies (the OpenAI-style API) on the same port."""
         self.service = service
+        self.http_api = http_api
         self.require_config = require_config
         self.keys = keys or KeyCheck([])
         self.ssl_context = ssl_context
@@ -139,6 +145,10 @@ class WebSocketServer:
     def serve(self, host: str, port: int, **kwargs):
         # No permessage-deflate: PCM hardly compresses, and deflating every chunk cost the clients and
         # the daemon more CPU than any other part of their network side (BENCHMARKS.md).
+        if self.http_api is not None:
+            kwargs["create_connection"] = functools.partial(
+                SharedPortConnection, http_paths=self.http_api.serves, http_handler=self.http_api.handle,
+                tasks=self.http_api.tasks)
         return serve(self.route, host, port, process_request=self.process_request, ssl=self.ssl_context,
                      max_size=self.service.limits.max_message_bytes, compression=None, **kwargs)
 
@@ -155,7 +165,7 @@ class WebSocketServer:
         if path in WEB_FILES:
             name, content_type = WEB_FILES[path]
             return http_response(HTTPStatus.OK, web_file(name), content_type)
-        if path in ("/v1/recognize", "/v1/suggest") or path.startswith("/v1/subscribe/"):
+        if path in ("/v1/recognize", "/v1/suggest", vosk_ws.PATH) or path.startswith("/v1/subscribe/"):
             if request.headers.get("Upgrade", "").lower() != "websocket":
                 return http_response(HTTPStatus.UPGRADE_REQUIRED, b"this endpoint speaks WebSocket\n",
                                      "text/plain")
@@ -187,6 +197,8 @@ class WebSocketServer:
                 await self.recognize(connection)
             elif url.path == "/v1/suggest":
                 await self.suggest(connection)
+            elif url.path == vosk_ws.PATH:
+                await vosk_ws.serve_vosk(self.service, connection, self.require_config)
             else:
                 token = first(parse_qs(url.query), QUERY_READ_TOKEN) or connection.request.headers.get("X-Read-Token")
                 await self.subscribe(connection, url.path.removeprefix("/v1/subscribe/"), token)

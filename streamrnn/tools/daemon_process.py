@@ -8,7 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-READY = re.compile(r"ready: http and websocket on (https?)://([\d.]+):(\d+), grpc on [\d.]+:(\d+)")
+READY = re.compile(r"ready: http and websocket on (https?)://([\d.]+):(\d+), grpc on [\d.]+:(\d+)"
+                   r"(?:, wyoming on [\d.]+:(\d+))?")
 
 
 class Daemon:
@@ -18,6 +19,7 @@ class Daemon:
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.lines: list[str] = []
         self.ports: tuple[int, int] | None = None
+        self.wyoming_port: int | None = None  # when [wyoming] is enabled
         self.scheme = "http"
         self.ready = threading.Event()
         threading.Thread(target=self.read_log, daemon=True).start()
@@ -38,6 +40,7 @@ class Daemon:
             if match:
                 self.scheme = match.group(1)
                 self.ports = int(match.group(3)), int(match.group(4))
+                self.wyoming_port = int(match.group(5)) if match.group(5) else None
                 self.ready.set()
         self.ready.set()
 

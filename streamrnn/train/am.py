@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from streamrnn.acoustic import AcousticConfig, AcousticModel
-from streamrnn.checkpoint import SaveClock, load_training_state, save_model, save_training_state
-from streamrnn.config import NOISE_TYPES, Augmentation, load_config
-from streamrnn.targets import TARGET_KINDS, greedy_ids, make_inventory
+from streamrnn.checkpoint import SaveClock, load_model, load_training_state, save_model, save_training_state
+from streamrnn.config import NOISE_TYPES, Augmentation, load_config, model_path
+from streamrnn.targets import TARGET_KINDS, CharInventory, greedy_ids, make_inventory
 from streamrnn.tokens import BLANK
 from streamrnn.train.features import augmented_features, cached_features, length_batches, normalization_stats
 from streamrnn.train.progress import TrainingLog
@@ -63,17 +63,30 @@ class Trainer:
         self.augmentation = Augmentation.from_config(args)
         self.inventory = make_inventory(args.targets, args.phone_boundary, args.oov_words == "flite")
         self.load_data()
-        tokens = list(self.inventory.tokens)
-        self.model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers,
-                                                  stack=args.stack, dropout=args.dropout, vocab=len(tokens),
-                                                  targets=self.inventory.kind, tokens=tokens))
-        mean, std = normalization_stats(self.train[1.0])
-        self.model.set_normalization(mean, std)
-        self.model.to(self.device)
+        self.model = (self.initial_model() if args.init else self.new_model()).to(self.device)
+        self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=1e-2)
         self.state = {"epoch": 0, "batch": 0, "step": 0, "best": 1e9, "bad_epochs": 0, "history": []}
         if args.resume and (self.out / "checkpoint.pt").exists():
             self.resume()
+
+    def new_model(self) -> AcousticModel:
+        args, tokens = self.args, list(self.inventory.tokens)
+        model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers, stack=args.stack,
+                                             dropout=args.dropout, vocab=len(tokens), targets=self.inventory.kind,
+                                             tokens=tokens))
+        model.set_normalization(*normalization_stats(self.train[1.0]))
+        return model
+
+    def initial_model(self) -> AcousticModel:
+        """--init: a trained model to go on from (fine-tuning): its size, weights and feature
+        normalisation; --rnn, --hidden, --layers, --stack and --dropout are then its own."""
+        model = load_model("acoustic", model_path(self.args.init, "am.pt"))
+        if tuple(model.config.tokens or CharInventory.tokens) != tuple(self.inventory.tokens):
+            raise ValueError(f"--init {self.args.init} emits {model.config.targets}, not --targets {self.args.targets}")
+        model.config.tokens = list(self.inventory.tokens)
+        print(f"init: {self.args.init} ({model.config.rnn} {model.config.layers} x {model.config.hidden})")
+        return model
 
     def load_data(self):
         cache, args = Path(self.args.cache), self.args
@@ -255,6 +268,9 @@ def add_arguments(parser):
     parser.add_argument("--save-minutes", type=float, default=5.0)
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this long")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="start from this acoustic model's weights (\"builtin\": the shipped one), to "
+                             "fine-tune it on your own speech; its size replaces --rnn/--hidden/--layers/--stack")
     parser.add_argument("--seed", type=int, default=0)
 
 

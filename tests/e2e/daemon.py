@@ -5,6 +5,7 @@ import urllib.request
 
 from streamrnn.tools.daemon_process import READY, Daemon  # noqa: F401
 from streamrnn.tools.soak import ChaosProxy
+from streamrnn_client.websocket import stream_audio
 
 
 def metric(daemon: Daemon, prefix: str) -> float:
@@ -12,6 +13,15 @@ def metric(daemon: Daemon, prefix: str) -> float:
     or a name with its labels."""
     body = urllib.request.urlopen(daemon.http + "/metrics").read().decode()
     return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith(prefix))
+
+
+def websocket_text(daemon: Daemon, chunks: list[bytes], **options) -> str:
+    """The final text of audio streamed to /v1/recognize (`options`: the session's), finals joined
+    by spaces: what the other protocols' transcripts of the same audio must equal."""
+    async def finals():
+        return [e["text"] async for e in stream_audio(daemon.url, chunks, suggestions=0, **options)
+                if e["type"] == "final"]
+    return " ".join(text for text in asyncio.run(finals()) if text)
 
 
 class ProxyThread:

@@ -3,6 +3,7 @@ that has keys and a self-signed certificate configured."""
 import asyncio
 import datetime
 import http.client
+import io
 import ipaddress
 import json
 import re
@@ -308,3 +309,32 @@ def test_browser_page_asks_for_the_key_then_streams(locked):
             browser.close()
     assert re.search(r"/v1/subscribe/[0-9a-f]{32}\?read_token=[\w-]{40,}$", subscribe_url), subscribe_url
     assert status.startswith("Stopped"), status
+
+
+def test_openai_api_and_vosk_over_tls_need_the_key(locked):
+    """The other protocols on the HTTP port go through the same TLS and key checks."""
+    import openai
+    daemon, cert = locked
+    upload = ("noise.wav", wav_file(noise(1.0)))
+    for key, outcome in ((KEY, None), ("wrong-key", openai.AuthenticationError)):
+        client = openai.OpenAI(base_url=daemon.http + "/v1", api_key=key, max_retries=0,
+                               http_client=openai.DefaultHttpxClient(verify=client_context(ca=str(cert))))
+        if outcome is None:
+            assert isinstance(client.audio.transcriptions.create(model="streamrnn", file=upload).text, str)
+        else:
+            with pytest.raises(outcome):
+                client.audio.transcriptions.create(model="streamrnn", file=upload)
+    assert ws_status(daemon.url + "/vosk", cert) == 401
+
+    async def vosk_answer():
+        async with connect(daemon.url + f"/vosk?api_key={KEY}", ssl=client_context(ca=str(cert))) as ws:
+            await ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+            await ws.send(np.zeros(1600, dtype="<i2").tobytes())
+            return json.loads(await ws.recv())
+    assert asyncio.run(vosk_answer()) == {"partial": ""}
+
+
+def wav_file(f32le: bytes) -> bytes:
+    out = io.BytesIO()
+    soundfile.write(out, np.frombuffer(f32le, dtype="<f4"), 16000, format="WAV", subtype="PCM_16")
+    return out.getvalue()

@@ -1,8 +1,13 @@
 """Phone targets: CMUdict lines to a lexicon, transcripts to phone ids, the model's inventory."""
+import shutil
+import subprocess
+import sys
+
 import pytest
+from support import missing
 
 from streamrnn.acoustic import AcousticConfig
-from streamrnn.phones import BOUNDARY, PHONES, PhoneInventory, parse_entry, possessive, read_lexicon
+from streamrnn.phones import BOUNDARY, PHONES, PhoneInventory, load_lexicon, parse_entry, possessive, read_lexicon
 from streamrnn.targets import CharInventory, PhoneTargets, greedy_ids, make_inventory
 from streamrnn.tokens import BLANK
 
@@ -97,3 +102,20 @@ def test_bundled_cmudict_loads():
     inventory = PhoneInventory()
     assert inventory.decode(inventory.encode("the cat")) == "DH AH | K AE T"
     assert len(inventory.lexicon) > 100_000
+
+
+def test_train_lexicon_writes_every_vocabulary_word_it_can_pronounce(tmp_path):
+    if shutil.which("t2p") is None:
+        missing("flite's t2p is not installed (Debian: flite)")
+    (tmp_path / "words.txt").write_text("HELLO\nDOG\nZORBLEX\n")
+    (tmp_path / "cmu.dict").write_text("\n".join(DICT) + "\n")
+    out = tmp_path / "lexicon.dict"
+    result = subprocess.run([sys.executable, "-m", "streamrnn", "train", "lexicon", "--vocabulary",
+                             str(tmp_path / "words.txt"), "--dictionary", str(tmp_path / "cmu.dict"),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "1 words guessed by flite, 0 left out" in result.stdout
+    written = load_lexicon(str(out))
+    assert written["HELLO"] == [("HH", "AH", "L", "OW"), ("HH", "EH", "L", "OW")]
+    assert written["DOG"] == [("D", "AO", "G")]
+    assert written["ZORBLEX"][0][0] == "Z"  # flite's letter-to-sound guess

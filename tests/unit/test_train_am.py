@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import torch
-from support import SPEECH, missing, needs_shared_data
+from support import SPEECH, make_acoustic, missing, needs_shared_data
 from test_sources import make_librispeech
 
 from streamrnn.checkpoint import load_model
+from streamrnn.config import model_path
 from streamrnn.train.synth import synthesize
+from streamrnn.wordsearch import read_vocabulary
 
 
 def tiny_manifest(path, train=4, dev=2):
@@ -68,3 +70,30 @@ def test_phone_targets_train_a_model_that_names_its_tokens(tmp_path):
     resumed = subprocess.run(command[:-4] + ["--targets", "chars", "--resume"] + command[-4:],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode != 0 and "trained with --targets phones" in resumed.stderr
+    config = tmp_path / "phones.toml"
+    config.write_text(f'[model]\nacoustic_model = "{tmp_path / "run" / "am.pt"}"\n')
+    audio = json.loads((tmp_path / "so.jsonl").read_text().splitlines()[-1])["audio"]
+    decoded = subprocess.run([sys.executable, "-m", "streamrnn", "--config", str(config), "transcribe", audio, "--json"],
+                             capture_output=True, text=True, timeout=300)
+    assert decoded.returncode == 0, decoded.stderr  # the lexicon search spells words in phones
+    vocabulary = set(read_vocabulary(model_path("builtin", "words.txt")))
+    finals = [event for event in map(json.loads, decoded.stdout.splitlines()) if event["type"] == "final"]
+    assert all(word["word"] in vocabulary for final in finals for word in final["words"])
+
+
+def test_init_fine_tunes_a_trained_model_keeping_its_size(tmp_path):
+    needs_shared_data()
+    start = make_acoustic(tmp_path)  # 2 x 48 LSTM
+    command = [sys.executable, "-m", "streamrnn", "train", "am", str(tiny_manifest(tmp_path / "so.jsonl")),
+               "--init", str(start), "--speeds", "1.0", "--epochs", "1", "--lr", "3e-4",
+               "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "init: " in result.stdout and "lstm 2 x 48" in result.stdout
+    tuned, before = load_model("acoustic", tmp_path / "run" / "am.pt"), load_model("acoustic", start)
+    assert (tuned.config.hidden, tuned.config.layers) == (48, 2)
+    assert torch.equal(tuned.mean, before.mean)  # the features are normalised as the model learnt them
+    assert not torch.equal(tuned.output.weight, before.output.weight)
+    phones = subprocess.run(command[:-4] + ["--targets", "phones", "--out", str(tmp_path / "run2"),
+                                            "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert phones.returncode != 0 and "emits chars, not --targets phones" in phones.stderr

@@ -145,3 +145,10 @@ def test_the_dev_transcripts_of_the_manifests_read_are_blocked_too(tmp_path):
               "--blocklist", str(tmp_path / "empty.txt")])
     assert (tmp_path / "lm" / "words.txt").read_text().split() == ["THE", "CAT", "SAT"]
     assert "1 sentences of the others" in printed.getvalue()
+
+
+def test_book_typography_normalises_as_transcripts_do():
+    """Curly apostrophes are apostrophes (not word breaks that split DIDN'T into DIDN T) and
+    accented letters lose their accents, so book text matches transcripts and the blocklist."""
+    assert normalize("He didn\u2019t read \u2018Les Mis\u00e9rables\u2019, O\u2019Brien\u2019s caf\u00e9.") == \
+        "HE DIDN'T READ LES MISERABLES O'BRIEN'S CAFE"

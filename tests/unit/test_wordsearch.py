@@ -1,11 +1,15 @@
 """The lexicon search (flashlight-text's decoder with a KenLM n-gram) on made-up CTC frames, and
 its phrase biasing; tests/unit/test_streaming.py pins streaming against offline on real speech."""
+import shutil
+
 import numpy as np
 import pytest
+from support import missing
 
 from streamrnn.config import DecoderConfig, EndpointConfig
+from streamrnn.phones import PhoneInventory
 from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
-from streamrnn.wordsearch import WordDecoder, WordSearch, pending_letters
+from streamrnn.wordsearch import PhoneSpeller, WordDecoder, WordSearch, pending_letters
 
 WORDS = ["THE", "CAT", "SAT", "MAT", "ON"]
 ARPA = """\\data\\
@@ -100,3 +104,53 @@ def test_a_phrase_flips_a_close_decision(search):
 def test_the_partial_shows_the_word_being_spelled():
     tokens = [SPACE, TOKEN_ID["C"], TOKEN_ID["C"], BLANK, TOKEN_ID["A"], SPACE, TOKEN_ID["S"], BLANK, TOKEN_ID["S"]]
     assert pending_letters(tokens) == "SS"
+
+
+PHONE_LEXICON = {"THE": [("DH", "AH"), ("DH", "IY")], "CAT": [("K", "AE", "T")], "SAT": [("S", "AE", "T")],
+                 "MAT": [("M", "AE", "T")], "ON": [("AA", "N")]}
+
+
+@pytest.fixture(scope="module")
+def phone_search(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ngram")
+    (folder / "words.arpa").write_text(ARPA)
+    (folder / "words.txt").write_text("\n".join(WORDS) + "\n")
+    speller = PhoneSpeller(PhoneInventory(), PHONE_LEXICON)
+    return WordSearch(DecoderConfig(), folder / "words.arpa", folder / "words.txt", speller)
+
+
+def phone_frames(inventory, *words) -> np.ndarray:
+    """Clear phone frames for each word's phones, the boundary token between words."""
+    size, rows = len(inventory.tokens), []
+
+    def add(token, count):
+        row = np.full(size, 1e-4)
+        row[inventory.ids[token]] = 0.9
+        rows.extend([np.log(row / row.sum()).astype(np.float32)] * count)
+
+    for k, phones in enumerate(words):
+        if k:
+            add("|", 1)
+        for phone in phones:
+            add(phone, 2)
+            add("<blank>", 1)
+    add("<blank>", 30)
+    return np.array(rows)
+
+
+def test_a_phone_model_spells_words_by_their_pronunciations(phone_search):
+    inventory = PhoneInventory()
+    rows = phone_frames(inventory, ("DH", "IY"), ("K", "AE", "T"), ("S", "AE", "T"))
+    [utterance] = decode(phone_search, rows)
+    assert utterance.text == "THE CAT SAT"  # THE by its second pronunciation
+    assert [w.start for w in utterance.words] == sorted(w.start for w in utterance.words)
+    assert all(0 < w.conf <= 1 for w in utterance.words)
+
+
+def test_a_phone_models_phrase_word_outside_the_lexicon_is_spelled_by_flite(phone_search):
+    if shutil.which("t2p") is None:
+        missing("flite's t2p is not installed (Debian: flite)")
+    inventory = PhoneInventory()
+    rows = phone_frames(inventory, ("K", "AE", "T"), ("D", "AO", "G"))
+    assert "DOG" not in decode(phone_search, rows)[0].text
+    assert decode(phone_search, rows, phrases=["cat dog"])[0].text == "CAT DOG"
