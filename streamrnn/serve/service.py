@@ -28,8 +28,8 @@ from streamrnn_client.protocol import ErrorCode, StreamrnnError
 
 log = logging.getLogger("streamrnn.serve.service")
 MAX_REPLAY = 256  # finals kept per session for clients that resume
-MAX_FORGOTTEN = 10000
-RESUMABLE = ("websocket", "grpc")  # the transports whose clients can resume (with [cluster]: on any replica)  # ids of sessions whose resume window passed, for a precise error
+MAX_FORGOTTEN = 10000  # ids of sessions whose resume window passed, for a precise error
+RESUMABLE = ("websocket", "grpc")  # the transports whose clients can resume (with [cluster]: on any replica)
 
 
 class ServiceError(StreamrnnError):
