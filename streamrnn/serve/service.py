@@ -197,12 +197,17 @@ class RecognitionService:
         owner = await self.cluster.owner(live.id)
         if owner is None or owner == self.cluster.replica:
             return False
+        self.let_go(live)
+        return True
+
+    def let_go(self, live: LiveSession) -> None:
+        """Forget a session that another replica has taken over, as if it had never been here: a
+        later resume here takes it over from Redis in turn."""
         log.info("session %s: taken over by another replica; let go here", live.id)
         live.shared = False
         self.close(live, "moved")
         self.ended.pop(live.id, None)
         self.forgotten.pop(live.id, None)
-        return True
 
     async def take_over(self, session_id: str, token: str) -> tuple[LiveSession | None, str | None]:
         """A session from Redis, restored here; concurrent resumes of it share one restore."""
@@ -297,7 +302,7 @@ class RecognitionService:
         try:
             live.shared = await self.cluster.append(live.id, entry)
         except SessionMoved:
-            live.shared = False
+            self.let_go(live)
             raise ServiceError(ErrorCode.SESSION_MOVED, f"session {live.id} was resumed on another replica") from None
 
     async def run_chunk(self, live: LiveSession, audio: bytes | None) -> list[dict]:

@@ -3,6 +3,7 @@ nginx and daemons on loopback. A replica killed (SIGKILL) mid-utterance: its cli
 through nginx on the other replica with the finals of an uninterrupted run, on both transports.
 Redis killed: sessions go on, and the daemon says so in its log and /metrics."""
 import asyncio
+import json
 import re
 import signal
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 from daemon import Daemon, metric
 from support import missing, tiny_daemon_config
+from websockets.asyncio.client import connect
 
 from streamrnn.tools.cluster_process import Nginx, RedisServer, free_port, require
 from streamrnn.tools.soak import clip_chunks, finals_of, noise_clip
@@ -18,6 +20,7 @@ from streamrnn_client.websocket import stream_audio
 
 # Short utterances: many finals per clip, so that a kill falls between finals.
 CLUSTER_CONFIG = "[endpoint]\nmax_utterance_s = 0.6\n[resume]\nwindow_s = 20.0\nack_interval_s = 0.2\n"
+CONFIG = {"type": "config", "sample_rate": 16000, "encoding": "f32le"}
 CHUNK_S = 0.1  # clip_chunks' chunk length
 PACE_S = 0.03  # seconds between chunks: faster than real time, slow enough to kill mid-stream
 
@@ -178,6 +181,61 @@ def test_a_session_survives_its_replica_with_engine_workers(tiny_models, tmp_pat
         assert "taken over from redis" in workers.replicas[1 - stopped[0]].log
     finally:
         workers.stop()
+
+
+def test_a_session_moves_between_live_replicas_and_back(cluster, chunks, expected):
+    """Both replicas alive: the client's connection drops and its resume lands on the other
+    replica, then again on the first. Each takes the session over from the other (the first one's
+    stale copy is let go), and the finals are those of an uninterrupted run."""
+    cluster.revive_all()
+    thirds = [len(chunks) // 3, 2 * len(chunks) // 3, len(chunks)]
+
+    async def connection(replica, first_message, until, events):
+        """Send audio from where the server says it is up to chunk `until`; then drop or end."""
+        async with connect(replica.url + "/v1/recognize") as ws:
+            await ws.send(json.dumps(first_message))
+            started = json.loads(await ws.recv())
+            events.append(started)
+            offset = started.get("ack", 0)
+            for chunk in chunks[:until]:
+                if offset <= 0:
+                    await ws.send(chunk)
+                offset -= len(chunk)
+            if until == len(chunks):
+                await ws.send(json.dumps({"type": "eof"}))
+                await receive_until(ws, "end", events)
+            else:
+                await receive_until(ws, "final", events)
+                ws.transport.abort()  # the connection drops: no close frame, no eof
+        return started
+
+    async def run():
+        events = []
+        session = await connection(cluster.replicas[0], CONFIG, thirds[0], events)
+        for replica, until in ((cluster.replicas[1], thirds[1]), (cluster.replicas[0], thirds[2])):
+            last_seq = max(e.get("seq", 0) for e in events)
+            resume = {"type": "resume", "session_id": session["session_id"], "resume_token": session["resume_token"],
+                      "last_seq": last_seq}
+            resumed = await connection(replica, resume, until, events)
+            assert resumed["type"] == "resumed", resumed
+        return session, events
+
+    session, events = asyncio.run(run())
+    assert finals_of(events) == expected
+    assert_once_in_order(events)
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "eof"
+    first, second = cluster.replicas
+    assert f"session {session['session_id']} taken over from redis" in second.log
+    assert f"session {session['session_id']}: taken over by another replica; let go here" in first.log
+    assert first.log.count(f"session {session['session_id']} taken over from redis") == 1
+
+
+async def receive_until(ws, kind, events):
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        events.append(event)
+        if event["type"] == kind:
+            return
 
 
 def test_a_lone_replica_drains_its_sessions(cluster, chunks, expected):
