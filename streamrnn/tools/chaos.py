@@ -1,7 +1,7 @@
 """`streamrnn chaos`: replicas that die while their clients speak. Starts redis-server, nginx and
 N daemon replicas sharing their sessions through Redis ([cluster]) on loopback; many clients
-stream real speech through nginx (soak's resuming clients, each session's finals checked against
-an uninterrupted run of the same audio) while a random replica is SIGKILLed every few seconds and
+stream real speech through nginx, over WebSocket (soak's resuming clients) and gRPC (the resuming
+GrpcClient), each session's finals checked against an uninterrupted run of the same audio, while a random replica is SIGKILLed every few seconds and
 started again. Reports lost, duplicated and out-of-order finals and failed sessions."""
 from __future__ import annotations
 
@@ -12,17 +12,20 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streamrnn.tools.cluster_process import Nginx, RedisServer, free_port
 from streamrnn.tools.daemon_process import Daemon
-from streamrnn.tools.soak import SoakReport, clip_chunks, one_session, reference_finals
+from streamrnn.tools.soak import CHUNK_MS, SoakReport, clip_chunks, one_session, record_session, reference_finals
+from streamrnn_client.grpc_client import GrpcClient, event_from_proto
 
 
 @dataclass
 class ChaosReport(SoakReport):
     replicas: int = 0
+    grpc_clients: int = 0  # of `clients`, those on gRPC (the others on WebSocket)
     kills: int = 0
     takeovers: int = 0  # sessions restored from Redis on another replica than the one that started them
     redis_peak_memory_mb: float = 0.0  # Redis' used_memory at its highest, sampled every second
@@ -105,29 +108,59 @@ async def sample_redis(redis: RedisServer, report: ChaosReport, live: list[int])
 
 async def chaos(args, clips, replicas: Replicas, nginx: Nginx, redis: RedisServer) -> ChaosReport:
     references = await reference_finals(f"ws://127.0.0.1:{replicas.ports[0][0]}", clips)
-    report = ChaosReport(clients=args.clients, replicas=len(replicas.ports))
+    report = ChaosReport(clients=args.clients, replicas=len(replicas.ports), grpc_clients=args.grpc_clients)
     report.redis_idle_memory_mb = round(int(redis.info().get("used_memory", 0)) / 2 ** 20, 1)
     rng = random.Random(args.seed)
     started = time.monotonic()
     deadline = started + args.seconds
     live = [0]
 
-    async def client() -> None:
+    grpc_threads = ThreadPoolExecutor(max(1, args.grpc_clients))
+
+    async def client(grpc: bool) -> None:
         await asyncio.sleep(rng.uniform(0, min(args.seconds, 5.0)))  # not all at once
         while time.monotonic() < deadline:
             number = rng.randrange(len(clips))
             live[0] += 1
-            await one_session(nginx.url, clips[number], references[number], report, args.pace)
+            if grpc:
+                events, error = await asyncio.get_running_loop().run_in_executor(
+                    grpc_threads, grpc_session, nginx.grpc, clips[number], args.pace)
+                record_session(report, clips[number][0], references[number], events, error)
+            else:
+                await one_session(nginx.url, clips[number], references[number], report, args.pace)
             live[0] -= 1
 
     sampler = asyncio.create_task(sample_redis(redis, report, live))
     killer = asyncio.create_task(kill_every(replicas, args.kill_every, deadline, rng, report))
-    await asyncio.gather(*(client() for _ in range(args.clients)))
+    await asyncio.gather(*(client(i < args.grpc_clients) for i in range(args.clients)))
+    grpc_threads.shutdown()
     await killer
     sampler.cancel()
     report.seconds = round(time.monotonic() - started, 1)
     report.takeovers = replicas.takeovers()
     return report
+
+
+def grpc_session(address: str, clip, pace: float) -> tuple[list[dict], str | None]:
+    """One session of a resuming gRPC client (blocking: run on a thread): its events, and its
+    error if it gave up."""
+    chunks, rate = clip
+
+    def paced():
+        start = time.monotonic()
+        for index, chunk in enumerate(chunks):
+            time.sleep(max(0.0, start + index * CHUNK_MS / 1000 / pace - time.monotonic()))
+            yield chunk
+
+    events = []
+    try:
+        with GrpcClient(address) as client:
+            for message in client.resuming_recognize(paced(), sample_rate=rate, encoding="f32le",
+                                                     interim_results=False, suggestions=0):
+                events.append(event_from_proto(message))
+    except Exception as err:  # noqa: BLE001 (counted and reported by kind: a chaos run goes on)
+        return events, f"{type(err).__name__}: {err}"
+    return events, None
 
 
 def run(args) -> ChaosReport:
@@ -150,6 +183,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--clients", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=60.0, help="how long clients keep starting sessions")
+    parser.add_argument("--grpc-clients", type=int, help="how many of the clients use gRPC (default: a third)")
     parser.add_argument("--kill-every", type=float, default=15.0, help="seconds between SIGKILLs of a replica")
     parser.add_argument("--audio", nargs="*", default=[], help="speech files")
     parser.add_argument("--manifest", help="a JSONL manifest of speech (e.g. ../shared/data/speech/*.jsonl)")
@@ -161,15 +195,19 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> None:
+    if args.grpc_clients is None:
+        args.grpc_clients = args.clients // 3
     if args.replicas < 2 or args.clients < 1 or args.seconds <= 0 or args.kill_every <= 0:
         raise ValueError("--replicas must be at least 2, --clients at least 1, --seconds and --kill-every positive")
+    if not 0 <= args.grpc_clients <= args.clients:
+        raise ValueError("--grpc-clients must be between 0 and --clients")
     report = run(args)
     result = asdict(report)
     result["audio_seconds"] = round(result["audio_seconds"], 1)
     if args.json:
         print(json.dumps(result))
     else:
-        for key in ("replicas", "clients", "seconds", "kills", "sessions", "takeovers", "expected_finals",
+        for key in ("replicas", "clients", "grpc_clients", "seconds", "kills", "sessions", "takeovers", "expected_finals",
                     "lost_finals", "duplicated_finals", "out_of_order", "failed_sessions",
                     "redis_peak_memory_mb", "peak_live_sessions"):
             print(f"{key:>20}: {result[key]}")

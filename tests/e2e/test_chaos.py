@@ -1,5 +1,5 @@
 """A short `streamrnn chaos` (tiny models, noise clips): redis-server, nginx and two replicas on
-loopback, clients streaming through nginx while a replica is SIGKILLed every few seconds; no
+loopback, clients streaming through nginx (four over WebSocket, two over gRPC) while a replica is SIGKILLed every few seconds; no
 final lost, repeated or out of order, no failed session."""
 import json
 import subprocess
@@ -24,10 +24,11 @@ def test_short_chaos_loses_and_repeats_no_final(tiny_models, tmp_path):
         clips.append(tmp_path / f"clip{index}.wav")
         soundfile.write(clips[-1], noise_clip(4.0 + index, seed=index), 16000)
     result = subprocess.run([sys.executable, "-m", "streamrnn", "--config", str(config), "chaos", "--replicas", "2",
-                             "--clients", "6", "--seconds", "24", "--kill-every", "6", "--audio", *map(str, clips),
+                             "--clients", "6", "--grpc-clients", "2", "--seconds", "24", "--kill-every", "6", "--audio", *map(str, clips),
                              "--json"], check=False, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
+    assert report["grpc_clients"] == 2
     assert report["kills"] >= 2 and report["takeovers"] >= 1 and report["sessions"] >= 6, report
     assert report["expected_finals"] > report["sessions"]  # several finals a session, so kills fall between
     assert report["lost_finals"] == 0 and report["duplicated_finals"] == 0 and report["out_of_order"] == 0
