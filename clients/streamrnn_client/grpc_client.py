@@ -15,7 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from streamrnn_client.proto import streamrnn_pb2 as pb
 from streamrnn_client.proto import streamrnn_pb2_grpc as pb_grpc
-from streamrnn_client.protocol import EventType, SessionOptions
+from streamrnn_client.protocol import NO_REPLICA, EventType, SessionOptions
 from streamrnn_client.resume import ResumeState
 from streamrnn_client.tls import grpc_channel_credentials
 
@@ -91,6 +91,12 @@ def cut_off(err: grpc.RpcError) -> bool:
                                                    "RST_STREAM" in (err.details() or ""))
 
 
+def proxy_unavailable(err: grpc.RpcError) -> bool:
+    """Whether a load balancer had no replica for the call (UNAVAILABLE with protocol.NO_REPLICA):
+    worth trying again, for a new session as for a resume."""
+    return err.code() == grpc.StatusCode.UNAVAILABLE and NO_REPLICA in (err.details() or "")
+
+
 class ResumingGrpcStream:
     """The gRPC twin of websocket.ResumingStream, for blocking code, on the same ResumeState: a
     thread reads the audio source into its buffer, each call's request iterator (run by gRPC's own
@@ -124,7 +130,8 @@ class ResumingGrpcStream:
                         return
                 return
             except grpc.RpcError as err:
-                time.sleep(self.state.retry_delay(err, cut_off(err) and self.state.has_session))
+                retryable = (cut_off(err) and self.state.has_session) or proxy_unavailable(err)
+                time.sleep(self.state.retry_delay(err, retryable))
             finally:
                 start.cancel()
                 call.cancel()

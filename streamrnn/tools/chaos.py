@@ -121,6 +121,7 @@ async def chaos(args, clips, replicas: Replicas, nginx: Nginx, redis: RedisServe
         await asyncio.sleep(rng.uniform(0, min(args.seconds, 5.0)))  # not all at once
         while time.monotonic() < deadline:
             number = rng.randrange(len(clips))
+            failed = report.failed_sessions
             live[0] += 1
             if grpc:
                 events, error = await asyncio.get_running_loop().run_in_executor(
@@ -129,6 +130,8 @@ async def chaos(args, clips, replicas: Replicas, nginx: Nginx, redis: RedisServe
             else:
                 await one_session(nginx.url, clips[number], references[number], report, args.pace)
             live[0] -= 1
+            if report.failed_sessions > failed:  # not a tight loop of failures: a person would wait too
+                await asyncio.sleep(1.0)
 
     sampler = asyncio.create_task(sample_redis(redis, report, live))
     killer = asyncio.create_task(kill_every(replicas, args.kill_every, deadline, rng, report))
@@ -166,17 +169,21 @@ def grpc_session(address: str, clip, pace: float) -> tuple[list[dict], str | Non
 def run(args) -> ChaosReport:
     from streamrnn.tools.bench import speech_clips  # torch: not for --help
     clips = [(clip_chunks(s), 16000) for s in speech_clips(args.audio, args.manifest, args.split, args.limit)]
-    with tempfile.TemporaryDirectory(prefix="streamrnn-chaos-") as folder:
-        redis = RedisServer(Path(folder) / "redis")
+    with tempfile.TemporaryDirectory(prefix="streamrnn-chaos-") as temporary:
+        folder = Path(args.logs or temporary)
+        redis = RedisServer(folder / "redis")
         replicas = nginx = None
         try:
             replicas = Replicas(args.replicas, args.config, redis.url)
-            nginx = Nginx(Path(folder) / "nginx", replicas.upstreams(0), replicas.upstreams(1))
+            nginx = Nginx(folder / "nginx", replicas.upstreams(0), replicas.upstreams(1))
             return asyncio.run(chaos(args, clips, replicas, nginx, redis))
         finally:
             for part in (nginx, replicas, redis):
                 if part is not None:
                     part.stop()
+            if args.logs and replicas is not None:
+                for number, daemon in enumerate(replicas.started):
+                    (folder / f"replica-{number}.log").write_text(daemon.log)
 
 
 def add_arguments(parser) -> None:
@@ -191,6 +198,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=8, help="at most this many clips from the manifest")
     parser.add_argument("--pace", type=float, default=1.0, help="audio speed: 1 real time, 2 twice as fast")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--logs", help="keep the logs here: redis/, nginx/ and each replica process's log")
     parser.add_argument("--json", action="store_true", help="one JSON object")
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from streamrnn_client.protocol import NO_REPLICA
+
 START_TIMEOUT_S = 20.0
 
 
@@ -103,7 +105,7 @@ def nginx_config(http_upstreams: list[str], grpc_upstreams: list[str], http_list
     grpc_servers = "".join(f"        server {u} max_fails=1 fail_timeout=2s;\n" for u in grpc_upstreams)
     return NGINX_TEMPLATE.format(paths=paths, temp=temp, access=access, http_servers=http_servers,
                                  grpc_servers=grpc_servers, http_listen=http_listen, grpc_listen=grpc_listen,
-                                 workers=workers)
+                                 workers=workers, no_replica=NO_REPLICA.replace(" ", "%20"))
 
 
 NGINX_TEMPLATE = """\
@@ -147,6 +149,15 @@ http {{
             grpc_next_upstream error timeout http_502 http_503;
             grpc_connect_timeout 2s;
             client_max_body_size 0;
+            error_page 502 503 504 = @no_replica;
+        }}
+        # gRPC's own answer when no replica can take the call (all dead or restarting, for a
+        # moment): UNAVAILABLE with this message, which streamrnn's clients try again after
+        location @no_replica {{
+            default_type application/grpc;
+            add_header grpc-status 14 always;
+            add_header grpc-message "{no_replica}" always;
+            return 204;
         }}
     }}
 }}

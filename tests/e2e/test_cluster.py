@@ -6,7 +6,9 @@ import asyncio
 import json
 import re
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from daemon import Daemon, metric
@@ -236,6 +238,38 @@ async def receive_until(ws, kind, events):
         events.append(event)
         if event["type"] == kind:
             return
+
+
+def test_clients_wait_while_the_load_balancer_has_no_replica(tiny_models, tmp_path, chunks, expected):
+    """nginx with no replica up answers 502: the resuming clients (WebSocket and gRPC) try again
+    until one is up (here after 2 s), rather than failing the session."""
+    http, grpc = free_port(), free_port()
+    nginx = Nginx(tmp_path / "nginx", [f"127.0.0.1:{http}"], [f"127.0.0.1:{grpc}"])
+    config = tiny_daemon_config(tiny_models, tmp_path, CLUSTER_CONFIG)
+    started = []
+
+    def start_later():
+        time.sleep(2.0)
+        started.append(Daemon(config, serve_args=("--port", str(http), "--grpc-port", str(grpc))))
+
+    later = threading.Thread(target=start_later)
+    later.start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            grpc_events = pool.submit(stream_grpc, nginx.grpc, chunks, lambda events: None)
+            websocket_events = stream_websocket(nginx.url, chunks, lambda events: None)
+            assert finals_of(websocket_events) == expected
+            assert finals_of(grpc_events.result(timeout=120)) == expected
+    finally:
+        later.join()
+        for daemon in started:
+            daemon.stop()
+        nginx.stop()
+    # the clients were refused before the daemon was up: WebSocket with 502, gRPC with the 204 of
+    # UNAVAILABLE (nginx.conf's @no_replica)
+    access = (tmp_path / "nginx" / "access.log").read_text().splitlines()
+    assert any('"GET /v1/recognize HTTP/1.1" 502 ' in line for line in access)
+    assert any('StreamingRecognize HTTP/2.0" 204 ' in line for line in access)
 
 
 def test_a_lone_replica_drains_its_sessions(cluster, chunks, expected):
