@@ -14,6 +14,8 @@ from streamrnn_client.protocol import StreamrnnError
 MODULE_COMMANDS = {
     "bench": ("concurrent real-time streams against a daemon: latency, RTF, capacity", "streamrnn.tools.bench"),
     "soak": ("many clients streaming, dropping and resuming against a daemon", "streamrnn.tools.soak"),
+    "chaos": ("replicas behind nginx sharing sessions through Redis, killed at random while clients stream",
+              "streamrnn.tools.chaos"),
     "synth": ("synthetic training speech from text (TTS voices)", "streamrnn.train.synth"),
 }
 TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
@@ -36,6 +38,7 @@ def build_parser(command: str | None = None, kind: str | None = None) -> argpars
     serve.add_argument("--host", help="listen address (server.host)")
     serve.add_argument("--port", type=int, help="WebSocket/HTTP port (server.http_port)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (server.grpc_port)")
+    serve.add_argument("--redis-url", help="share sessions with other replicas through this Redis (cluster.redis_url)")
     serve.add_argument("--max-batch", type=int, help="session chunks per engine batch; 1: no batching "
                                                      "(batching.max_batch)")
 
@@ -105,6 +108,9 @@ def run_serve(args) -> None:
     if args.max_batch is not None:
         config.batching.max_batch = args.max_batch
         validate(config, "--max-batch")
+    if args.redis_url is not None:
+        config.cluster.redis_url = args.redis_url
+        validate(config, "--redis-url")
     daemon.main(config)
 
 
@@ -201,6 +207,11 @@ def run_soak(args) -> None:
     soak.main(args)
 
 
+def run_chaos(args) -> None:
+    from streamrnn.tools import chaos
+    chaos.main(args)
+
+
 def run_remote(args) -> None:
     from streamrnn_client import cli as client_cli
     client_cli.run(args)
@@ -209,7 +220,7 @@ def run_remote(args) -> None:
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
             "transcribe": run_transcribe, "eval": run_eval, "eval-lm": run_eval_lm, "suggest": run_suggest,
             "score": run_score, "key": run_key, "train": run_train, "synth": run_synth, "bench": run_bench,
-            "soak": run_soak}
+            "soak": run_soak, "chaos": run_chaos}
 
 
 def command_of(argv: list[str]) -> tuple[str | None, str | None]:

@@ -129,6 +129,11 @@ class ResumeConfig:
 
 
 @dataclass
+class ClusterConfig:
+    redis_url: str = ""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -143,6 +148,7 @@ class Config:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 @dataclass
@@ -238,6 +244,10 @@ def validate(config: Config, where: str) -> None:
         (config.server.drain_timeout_s > 0, "server.drain_timeout_s must be positive"),
         (config.resume.window_s >= 0, "resume.window_s must be 0 (off) or positive"),
         (config.resume.ack_interval_s >= 0, "resume.ack_interval_s must not be negative"),
+        (config.cluster.redis_url == "" or config.cluster.redis_url.startswith(("redis://", "rediss://", "unix://")),
+         "cluster.redis_url must be \"\" (off) or a redis://, rediss:// or unix:// URL"),
+        (not config.cluster.redis_url or config.resume.window_s > 0,
+         "cluster.redis_url needs resume.window_s > 0 (sessions are shared so that clients can resume them)"),
     ]
     checks += training_checks(config.training, config.synth)
     for ok, message in checks:

@@ -15,7 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from streamrnn_client.proto import streamrnn_pb2 as pb
 from streamrnn_client.proto import streamrnn_pb2_grpc as pb_grpc
-from streamrnn_client.protocol import EventType, SessionOptions
+from streamrnn_client.protocol import NO_REPLICA, EventType, SessionOptions
 from streamrnn_client.resume import ResumeState
 from streamrnn_client.tls import grpc_channel_credentials
 
@@ -82,6 +82,21 @@ class GrpcClient:
         return self.stub.Score(pb.ScoreRequest(text=text), metadata=self.metadata)
 
 
+def cut_off(err: grpc.RpcError) -> bool:
+    """Whether the call was cut on the way rather than refused: the connection dropped
+    (UNAVAILABLE), or a proxy reset the stream because the server behind it went away (nginx's
+    grpc_pass answers a replica's death with RST_STREAM, which gRPC reports as INTERNAL)."""
+    code = err.code()
+    return code == grpc.StatusCode.UNAVAILABLE or (code == grpc.StatusCode.INTERNAL and
+                                                   "RST_STREAM" in (err.details() or ""))
+
+
+def proxy_unavailable(err: grpc.RpcError) -> bool:
+    """Whether a load balancer had no replica for the call (UNAVAILABLE with protocol.NO_REPLICA):
+    worth trying again, for a new session as for a resume."""
+    return err.code() == grpc.StatusCode.UNAVAILABLE and NO_REPLICA in (err.details() or "")
+
+
 class ResumingGrpcStream:
     """The gRPC twin of websocket.ResumingStream, for blocking code, on the same ResumeState: a
     thread reads the audio source into its buffer, each call's request iterator (run by gRPC's own
@@ -115,7 +130,7 @@ class ResumingGrpcStream:
                         return
                 return
             except grpc.RpcError as err:
-                retryable = err.code() == grpc.StatusCode.UNAVAILABLE and self.state.has_session
+                retryable = (cut_off(err) and self.state.has_session) or proxy_unavailable(err)
                 time.sleep(self.state.retry_delay(err, retryable))
             finally:
                 start.cancel()

@@ -10,6 +10,9 @@ ENCODINGS = ("pcm_s16le", "f32le")
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
 MAX_PHRASES = 1000
 MAX_SUGGESTIONS = 20
+# What a load balancer in front of replicas says, as a gRPC UNAVAILABLE status's message, while it
+# has no replica for a call (deploy/nginx.conf does): the clients try again, also a new session.
+NO_REPLICA = "no streamrnn replica is available now"
 
 
 class StreamrnnError(Exception):

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage, InvalidStatus
 
 from streamrnn_client.protocol import EventType, SessionOptions, StreamrnnError
 from streamrnn_client.resume import ResumeState
@@ -24,6 +24,9 @@ from streamrnn_client.resume import ResumeState
 RECOGNIZE, SUGGEST = "/v1/recognize", "/v1/suggest"
 POLICY_VIOLATION = 1008  # the close code of a subscription the server cut off
 HANDSHAKE_TRIES = 3  # a new session gives up after this many failed WebSocket handshakes in a row
+# What a load balancer answers while it has no server to pass a connection to (all of them dead or
+# restarting, for a moment): worth trying again, for a new session as for a resume.
+PROXY_UNAVAILABLE = (502, 503, 504)
 
 
 class ServerError(StreamrnnError):
@@ -87,7 +90,7 @@ class ResumingStream:
                     if not self.state.has_session:  # refused at the start: the error was passed on
                         return
                     lost = ConnectionError("the server closed the connection before the session ended")
-                except (ConnectionClosed, InvalidMessage, OSError) as err:
+                except (ConnectionClosed, InvalidMessage, InvalidStatus, OSError) as err:
                     lost = err
                 await asyncio.sleep(self.state.retry_delay(lost, self.retryable(lost)))
         finally:
@@ -95,7 +98,10 @@ class ResumingStream:
 
     def retryable(self, err: Exception) -> bool:
         """A session under way is resumed after any lost connection; a new one is not started
-        again when there is no daemon there, or no WebSocket server (handshakes keep failing)."""
+        again when there is no daemon there, or no WebSocket server (handshakes keep failing). A
+        refused handshake is tried again only when a load balancer had no server for it."""
+        if isinstance(err, InvalidStatus):
+            return err.response.status_code in PROXY_UNAVAILABLE
         if self.state.has_session:
             return True
         self.handshakes_failed = self.handshakes_failed + 1 if isinstance(err, InvalidMessage) else 0

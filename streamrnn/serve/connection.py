@@ -42,9 +42,9 @@ async def open_session(service: RecognitionService, receive: Receive, transport:
     if kind == "resume":
         return *await service.resume(*first.resume), b""
     if kind == "config":
-        return *service.start(first.options, transport), b""
+        return *await service.start(first.options, transport), b""
     if kind == "audio" and not require_config:
-        return *service.start(SessionOptions(), transport), first.audio
+        return *await service.start(SessionOptions(), transport), first.audio
     raise ServiceError(ErrorCode.CONFIG_REQUIRED, f"the first message must be a config, got {kind}")
 
 

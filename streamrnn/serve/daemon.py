@@ -9,6 +9,7 @@ from streamrnn.config import Config
 from streamrnn.engine.backend import build_engine
 from streamrnn.serve import eventloop, telemetry, tls
 from streamrnn.serve.auth import KeyCheck
+from streamrnn.serve.cluster import ClusterStore
 from streamrnn.serve.grpc_server import start_grpc
 from streamrnn.serve.openai_api import OpenAIApi
 from streamrnn.serve.service import RecognitionService
@@ -23,7 +24,12 @@ async def serve(config: Config) -> None:
     ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
     keys = KeyCheck(config.auth.api_key_sha256)
     recognizer, engine = build_engine(config, telemetry.record_batch, telemetry.record_restart)
-    service = RecognitionService(recognizer, engine, server_config.max_sessions, config.limits, config.resume)
+    cluster = start_cluster(config)
+    service = RecognitionService(recognizer, engine, server_config.max_sessions, config.limits, config.resume,
+                                 cluster)
+    if cluster is not None:
+        await cluster.check([])
+        keeper = asyncio.create_task(cluster.keep(lambda: [s.id for s in service.sessions.values() if s.shared]))
     openai_api = OpenAIApi(service, keys, config.limits.max_upload_bytes)
     websocket = await WebSocketServer(service, server_config.require_config, keys, ssl_context, openai_api).serve(
         server_config.host, server_config.http_port)
@@ -45,6 +51,20 @@ async def serve(config: Config) -> None:
     await stop.wait()
     await drain(service, websocket, grpc_server, openai_api, wyoming, server_config.drain_timeout_s)
     service.close_engine()
+    if cluster is not None:
+        keeper.cancel()
+        await asyncio.gather(*service.background, return_exceptions=True)
+        await cluster.close()
+
+
+def start_cluster(config: Config) -> ClusterStore | None:
+    """The Redis store of [cluster], None when it is off. Its keys outlive a dead replica by the
+    resume window, so that its clients can resume elsewhere."""
+    if not config.cluster.redis_url:
+        return None
+    cluster = ClusterStore(config.cluster.redis_url, config.resume.window_s)
+    log.info("cluster: sessions shared through redis at %s", cluster.url)
+    return cluster
 
 
 async def drain(service: RecognitionService, websocket, grpc_server, openai_api: OpenAIApi,

@@ -140,6 +140,9 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         error = reader.result() if reader.done() and not reader.cancelled() else None
         if error is not None:
             await abort(context, error)
+        if live.handed_over:  # UNAVAILABLE: the resuming client carries on on another replica
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"this replica is shutting down: resume session "
+                                                             f"{live.id} (another replica has it)")
 
     async def Recognize(self, request, context):
         if not request.audio:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -21,12 +22,14 @@ from streamrnn.engine.batcher import EngineError
 from streamrnn.engine.recognizer import Recognizer, SessionOptions
 from streamrnn.serve import telemetry
 from streamrnn.serve.auth import new_secret, same_secret
+from streamrnn.serve.cluster import ClusterStore, SessionMoved
 from streamrnn.serve.hub import Hub, Subscription
 from streamrnn_client.protocol import ErrorCode, StreamrnnError
 
 log = logging.getLogger("streamrnn.serve.service")
 MAX_REPLAY = 256  # finals kept per session for clients that resume
 MAX_FORGOTTEN = 10000  # ids of sessions whose resume window passed, for a precise error
+RESUMABLE = ("websocket", "grpc")  # the transports whose clients can resume (with [cluster]: on any replica)
 
 
 class ServiceError(StreamrnnError):
@@ -58,6 +61,9 @@ class LiveSession:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one engine call at a time, in order
     expiry: asyncio.TimerHandle | None = None
     ended: bool = False
+    handed_over: bool = False  # let go at a shutdown, for its client to resume on another replica
+    shared: bool = False  # its journal in the [cluster] Redis is whole: another replica can resume it
+    opened_at: float = field(default_factory=time.time)  # wall clock, the same on every replica
 
     def started_event(self) -> dict:
         return {"type": "session", "session_id": self.id, "read_token": self.read_token,
@@ -66,9 +72,11 @@ class LiveSession:
 
 class RecognitionService:
     def __init__(self, recognizer: Recognizer, engine: Engine, max_sessions: int = 256,
-                 limits: LimitsConfig | None = None, resume: ResumeConfig | None = None):
+                 limits: LimitsConfig | None = None, resume: ResumeConfig | None = None,
+                 cluster: ClusterStore | None = None):
         """Session audio goes through `engine`; LM-only requests (suggest, score) through
-        `recognizer`, on a thread of this service. Either way the event loop stays free."""
+        `recognizer`, on a thread of this service. Either way the event loop stays free. With
+        `cluster`, sessions are shared through Redis so that other replicas can resume them."""
         self.recognizer = recognizer
         self.engine = engine
         self.max_sessions = max_sessions
@@ -78,12 +86,15 @@ class RecognitionService:
         self.ended: dict[str, LiveSession] = {}  # ended at eof, kept for the resume window
         self.forgotten: OrderedDict[str, tuple[str, str]] = OrderedDict()  # old id -> error code, message
         self.draining = False
+        self.cluster = cluster
+        self.restoring: dict[str, asyncio.Task] = {}  # sessions being taken over from another replica
+        self.background: set[asyncio.Task] = set()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
 
     async def run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
-    def open(self, options: SessionOptions, transport: str) -> LiveSession:
+    def open(self, options: SessionOptions, transport: str, session_id: str | None = None) -> LiveSession:
         if self.draining:
             raise ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down and takes no new sessions")
         if len(self.sessions) >= self.max_sessions:
@@ -94,15 +105,20 @@ class RecognitionService:
             raise ServiceError(ErrorCode.ENGINE_FAILED, str(err)) from err
         except (AudioError, ValueError) as err:
             raise ServiceError(ErrorCode.BAD_CONFIG, str(err)) from err
-        live = LiveSession(uuid.uuid4().hex, session)
+        live = LiveSession(session_id or uuid.uuid4().hex, session)
         self.sessions[live.id] = live
         telemetry.SESSIONS_ACTIVE.set(len(self.sessions))
         telemetry.SESSIONS_TOTAL.labels(transport).inc()
         return live
 
-    def start(self, options: SessionOptions, transport: str) -> tuple[LiveSession, asyncio.Queue]:
-        """A new session with its client attached; the client's first event names it."""
+    async def start(self, options: SessionOptions, transport: str) -> tuple[LiveSession, asyncio.Queue]:
+        """A new session with its client attached; the client's first event names it (once
+        Redis has it, with [cluster])."""
         live = self.open(options, transport)
+        if self.cluster is not None and transport in RESUMABLE:
+            meta = {"options": dataclasses.asdict(options), "transport": transport, "opened_at": live.opened_at,
+                    "read_token": live.read_token, "resume_token": live.resume_token}
+            live.shared = await self.cluster.append(live.id, b"", meta)
         outbox = self.attach(live)
         outbox.put_nowait(live.started_event())
         return live, outbox
@@ -139,7 +155,7 @@ class RecognitionService:
     async def resume(self, session_id: str, token: str, last_seq: int) -> tuple[LiveSession, asyncio.Queue]:
         """Attach a returning client: it learns how much audio was taken (`ack`) and gets the
         finals (and `end`) published after the last event it has (`last_seq`)."""
-        live = self.find_resumable(session_id, token)
+        live, end_reason = await self.find_resumable(session_id, token)
         async with live.lock:  # audio being fed now is counted before the client learns `ack`
             outbox = self.attach(live)
             outbox.put_nowait({"type": "resumed", "session_id": live.id, "ack": live.received,
@@ -152,19 +168,97 @@ class RecognitionService:
                 outbox.put_nowait(None)
         telemetry.RESUMES.inc()
         log.info("session %s resumed at %d bytes, replaying after event %d", live.id, live.received, last_seq)
+        if end_reason is not None:  # it had ended on the replica that died: its last final and `end` again
+            await self.finish(live, end_reason, outbox)
         return live, outbox
 
-    def find_resumable(self, session_id: str, token: str) -> LiveSession:
+    async def find_resumable(self, session_id: str, token: str) -> tuple[LiveSession, str | None]:
+        """The session, here or (with [cluster]) taken over from another replica; and, for one
+        taken over that had ended there, why it ended."""
         if self.draining:
             raise ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down and resumes no sessions")
         live = self.sessions.get(session_id) or self.ended.get(session_id)
+        end_reason = None
+        if live is not None and live.shared and await self.moved_away(live):
+            live = None
+        if live is None and self.cluster is not None and session_id not in self.forgotten:
+            live, end_reason = await self.take_over(session_id, token)
         if live is None:
             if session_id in self.forgotten:
                 raise ServiceError(*self.forgotten[session_id])
             raise ServiceError(ErrorCode.UNKNOWN_SESSION, f"no live session with id {session_id!r}")
         if not same_secret(token, live.resume_token):
             raise ServiceError(ErrorCode.BAD_RESUME_TOKEN, f"wrong resume token for session {session_id}")
-        return live
+        return live, end_reason
+
+    async def moved_away(self, live: LiveSession) -> bool:
+        """Whether another replica took the session over (its client resumed there); if so, it is
+        let go here."""
+        owner = await self.cluster.owner(live.id)
+        if owner is None or owner == self.cluster.replica:
+            return False
+        self.let_go(live)
+        return True
+
+    def let_go(self, live: LiveSession) -> None:
+        """Forget a session that another replica has taken over, as if it had never been here: a
+        later resume here takes it over from Redis in turn."""
+        log.info("session %s: taken over by another replica; let go here", live.id)
+        live.shared = False
+        self.close(live, "moved")
+        self.ended.pop(live.id, None)
+        self.forgotten.pop(live.id, None)
+
+    async def take_over(self, session_id: str, token: str) -> tuple[LiveSession | None, str | None]:
+        """A session from Redis, restored here; concurrent resumes of it share one restore."""
+        task = self.restoring.get(session_id)
+        if task is None:
+            task = asyncio.ensure_future(self.restore(session_id, token))
+            self.restoring[session_id] = task
+            task.add_done_callback(lambda _: self.restoring.pop(session_id, None))
+        return await asyncio.shield(task)
+
+    async def restore(self, session_id: str, token: str) -> tuple[LiveSession | None, str | None]:
+        """Replay the session's journal into a fresh engine session: the same states, events and
+        sequence numbers as on the replica it comes from. (None, None): Redis has no such session."""
+        record = await self.cluster.load(session_id)
+        if record is None:
+            return None, None
+        if record.gone:
+            raise ServiceError(*record.gone)
+        meta = record.meta
+        if not same_secret(token, meta["resume_token"]):
+            raise ServiceError(ErrorCode.BAD_RESUME_TOKEN, f"wrong resume token for session {session_id}")
+        live = self.open(SessionOptions(**meta["options"]), meta["transport"], session_id)
+        journal = await self.cluster.claim(session_id)
+        if journal is None:  # gone meanwhile
+            self.sessions.pop(live.id)
+            telemetry.SESSIONS_ACTIVE.set(len(self.sessions))
+            return None, None
+        live.read_token, live.resume_token, live.shared = meta["read_token"], meta["resume_token"], True
+        live.opened -= max(0.0, time.time() - meta["opened_at"])  # the pace limit counts from the real start
+        try:
+            end_reason = await self.replay_journal(live, journal)
+        except ServiceError:
+            live.shared = False
+            self.close(live, "engine_failed")
+            raise
+        telemetry.CLUSTER_RESTORES.inc()
+        log.info("session %s taken over from redis: %d chunks, %d bytes replayed", live.id, len(journal), live.received)
+        return live, end_reason
+
+    async def replay_journal(self, live: LiveSession, journal: list[bytes]) -> str | None:
+        """Feed the journal's chunks as they were fed; the reason it ended, if it did."""
+        async with live.lock:
+            for entry in journal:
+                kind, data = entry[:1], entry[1:]
+                if kind == b"e":
+                    return data.decode()
+                if kind == b"a":
+                    self.number(live, await self.run_chunk(live, data))
+                    live.audio_bytes += len(data)
+                live.received += len(data) if kind == b"a" else int(data or 0)
+        return None
 
     def check_attached(self, live: LiveSession, outbox: asyncio.Queue | None) -> None:
         if outbox is not None and live.outbox is not outbox:
@@ -181,6 +275,9 @@ class RecognitionService:
                 # Shielded: once the engine has the chunk, its events are published even if the
                 # transport gives up waiting (a cancelled gRPC call), so a resume finds them.
                 events = await asyncio.shield(self.decode(live, audio))
+            except ServiceError:
+                await self.journal(live, b"s%d" % len(audio))  # dropped, but counted as taken
+                raise
             finally:
                 live.received += len(audio)
             self.acknowledge(live)
@@ -195,7 +292,18 @@ class RecognitionService:
         live.audio_bytes += len(audio)
         telemetry.CHUNK_LATENCY.observe(elapsed)
         telemetry.AUDIO_SECONDS.inc(len(audio) / live.session.bytes_per_second)
+        await self.journal(live, b"a" + audio)  # before anyone sees its events: a resume elsewhere finds them
         return self.publish(live, events)
+
+    async def journal(self, live: LiveSession, entry: bytes) -> None:
+        """Add to the session's journal in Redis while it is shared (see cluster.py)."""
+        if not live.shared:
+            return
+        try:
+            live.shared = await self.cluster.append(live.id, entry)
+        except SessionMoved:
+            self.let_go(live)
+            raise ServiceError(ErrorCode.SESSION_MOVED, f"session {live.id} was resumed on another replica") from None
 
     async def run_chunk(self, live: LiveSession, audio: bytes | None) -> list[dict]:
         """The engine's events for a chunk of the session's audio (None: its end)."""
@@ -255,6 +363,7 @@ class RecognitionService:
             try:
                 end = {"type": "end", "session_id": live.id, "reason": reason}
                 last = await self.run_chunk(live, None) if not live.session.closed else []
+                await self.journal(live, b"e" + reason.encode())
                 return self.publish(live, last + [end])
             finally:
                 self.close(live, reason)
@@ -289,20 +398,33 @@ class RecognitionService:
         self.forgotten[session_id] = code, f"session {session_id} cannot be resumed: {why}"
         while len(self.forgotten) > MAX_FORGOTTEN:
             self.forgotten.popitem(last=False)
+        if self.cluster is not None:
+            self.in_background(self.cluster.forget(session_id, *self.forgotten[session_id]))
+
+    def in_background(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def publish(self, live: LiveSession, events: list[dict]) -> list[dict]:
         """Number the events, keep finals for resumes, send them to the client and subscribers."""
-        numbered = []
-        for event in events:
-            live.seq += 1
-            numbered.append({**event, "seq": live.seq})
+        numbered = self.number(live, events)
         telemetry.FINALS.inc(sum(e["type"] == "final" for e in numbered))
-        live.replay.extend(e for e in numbered if e["type"] in ("final", "end"))
         for _ in live.hub.publish(numbered):
             telemetry.ERRORS.labels("too_slow").inc()
         if live.outbox is not None:
             for event in numbered:
                 live.outbox.put_nowait(event)
+        return numbered
+
+    @staticmethod
+    def number(live: LiveSession, events: list[dict]) -> list[dict]:
+        """The events with their sequence numbers; finals and `end` kept for resumes."""
+        numbered = []
+        for event in events:
+            live.seq += 1
+            numbered.append({**event, "seq": live.seq})
+        live.replay.extend(e for e in numbered if e["type"] in ("final", "end"))
         return numbered
 
     def subscribe(self, session_id: str, read_token: str | None) -> tuple[LiveSession, Subscription]:
@@ -366,10 +488,35 @@ class RecognitionService:
 
     async def drain(self) -> None:
         """Take no new sessions; finish every open one (their finals and `end` with reason
-        shutdown reach their clients and subscribers)."""
+        shutdown reach their clients and subscribers). With [cluster], while other replicas are
+        alive, a session whose journal is whole is handed over instead: its client's connection
+        is closed and the client resumes it on another replica (a rolling update or a scale-down
+        loses nothing)."""
         self.draining = True
+        others = await self.cluster.other_replicas() if self.cluster is not None else 0
+        if self.cluster is not None:
+            log.info("%d other replicas alive%s", others, ": open sessions are handed over to them" if others else "")
         for live in list(self.sessions.values()):
-            await self.finish_quietly(live, "shutdown")
+            if live.shared and others and self.cluster.up:
+                await self.hand_over(live)
+            else:
+                await self.finish_quietly(live, "shutdown")
+
+    async def hand_over(self, live: LiveSession) -> None:
+        """Let the session go, its state left in Redis (after the chunk being decoded, if any)."""
+        async with live.lock:
+            if live.ended:
+                return
+            live.handed_over = live.ended = True
+            if live.expiry is not None:
+                live.expiry.cancel()
+            if live.outbox is not None:
+                live.outbox.put_nowait(None)
+                live.outbox = None
+            self.sessions.pop(live.id, None)
+            live.hub.close()
+            telemetry.SESSIONS_ACTIVE.set(len(self.sessions))
+        log.info("session %s handed over: its client resumes it on another replica", live.id)
 
     async def finish_quietly(self, live: LiveSession, reason: str) -> None:
         """Finish a session nobody waits on: an engine failure is logged (the session still closes)."""

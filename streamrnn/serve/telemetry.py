@@ -24,6 +24,13 @@ ENGINE_RESTARTS = Counter("streamrnn_engine_restarts_total",
                           "Engine worker processes started in the place of dead ones", registry=REGISTRY)
 BATCH_SIZE = Histogram("streamrnn_batch_size", "Session chunks run together in one engine batch", registry=REGISTRY,
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+CLUSTER_REDIS_UP = Gauge("streamrnn_cluster_redis_up",
+                         "1 while the [cluster] Redis answers (sessions resumable on other replicas), else 0",
+                         registry=REGISTRY)
+CLUSTER_JOURNAL_BYTES = Counter("streamrnn_cluster_journal_bytes_total",
+                                "Session audio written to the [cluster] Redis journal", registry=REGISTRY)
+CLUSTER_RESTORES = Counter("streamrnn_cluster_restores_total",
+                           "Sessions taken over from another replica through Redis", registry=REGISTRY)
 ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes and friends: this process only
 RESIDENT_MEMORY = Gauge("streamrnn_resident_memory_bytes",
                         "Resident memory of the daemon and its engine worker processes together", registry=REGISTRY)

@@ -4,6 +4,7 @@ its finals are checked against an uninterrupted run of the same audio."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import re
@@ -211,10 +212,16 @@ async def one_session(url: str, clip, expected: list, report: SoakReport, pace: 
         async for event in stream_audio(url, paced(chunks, CHUNK_MS / 1000 / pace), sample_rate=rate,
                                         encoding="f32le", interim_results=False, suggestions=0):
             events.append(event)
-    except Exception as err:  # counted and reported by kind: a soak run goes on
+    except Exception as err:  # noqa: BLE001 (counted and reported by kind: a soak run goes on)
         error = f"{type(err).__name__}: {err}"
+    record_session(report, chunks, expected, events, error)
+
+
+def record_session(report: SoakReport, chunks: list[bytes], expected: list, events: list[dict],
+                   error: str | None) -> None:
+    """A session's events (and its client's error, if it gave up) counted into the report."""
     seqs = [e["seq"] for e in events if "seq" in e]
-    report.out_of_order += sum(b <= a for a, b in zip(seqs, seqs[1:]))
+    report.out_of_order += sum(b <= a for a, b in itertools.pairwise(seqs))
     report.audio_chunks += len(chunks)
     report.audio_seconds += len(chunks) * CHUNK_MS / 1000
     report.add_session(expected, finals_of(events), sum(e["type"] == "resumed" for e in events), error)

@@ -85,7 +85,7 @@ def test_corrupt_model_fails_at_start(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["stream", "--help"], ["mic", "--help"], ["subscribe", "--help"],
-                                  ["key", "new"], ["--config", "config.toml", "soak", "--help"],
+                                  ["key", "new"], ["--config", "config.toml", "soak", "--help"], ["chaos", "--help"],
                                   ["train", "ngram", "--help"]])
 def test_commands_that_run_no_model_load_no_torch(args):
     """Help and the client commands answer without importing torch (it takes seconds to load)."""

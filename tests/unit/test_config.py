@@ -36,6 +36,8 @@ def test_relative_model_paths_resolve_from_the_config_file(tmp_path):
     ("[limits]\nmax_upload_bytes = 10\n", "limits.max_upload_bytes must be at least 1024"),
     ("[wyoming]\nport = 70000\n", "wyoming.port must be"),
     (f"[wyoming]\nenabled = true\n[auth]\napi_key_sha256 = ['{'a' * 64}']\n", "allow_without_key"),
+    ("[cluster]\nredis_url = '127.0.0.1:6379'\n", "cluster.redis_url must be"),
+    ("[cluster]\nredis_url = 'redis://r:6379/0'\n[resume]\nwindow_s = 0.0\n", "cluster.redis_url needs resume.window_s"),
 ])
 def test_bad_config_is_named(tmp_path, text, message):
     path = tmp_path / "bad.toml"
