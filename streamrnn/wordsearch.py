@@ -51,17 +51,15 @@ class WordSearch:
         self.unigram = [self.ngram.score(start, i)[1] for i in range(len(self.words))]
         with quiet_stderr():  # the trie says there when a pronunciation has more than 6 homophones
             self.trie = self.build_trie([])
+        self.unspellable = [word for word in self.words if not self.speller.spell(word)]
         self.extra: dict[str, int] = {}  # words outside the vocabulary that phrases brought: their indices
         self.extra_words: dict[int, str] = {}
         self.phrase_tries: OrderedDict[frozenset, Trie] = OrderedDict()
 
     def build_trie(self, extra: list[tuple[str, int]]) -> Trie:
         trie = Trie(self.speller.size, SPACE)
-        self.unspellable = 0
         for index, word in enumerate(self.words):
-            spellings = self.speller.spell(word)
-            self.unspellable += not spellings
-            for tokens in spellings:
+            for tokens in self.speller.spell(word):
                 trie.insert(tokens + [SPACE], index, self.unigram[index])
         for word, index in extra:
             for tokens in self.speller.spell(word, guess=True):

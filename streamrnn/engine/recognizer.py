@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +31,8 @@ from streamrnn.targets import CharInventory
 from streamrnn.tokens import normalize
 from streamrnn.wordsearch import LetterSpeller, PhoneSpeller, WordDecoder, WordSearch
 from streamrnn_client.protocol import MAX_SUGGESTIONS, SessionOptions
+
+log = logging.getLogger("streamrnn.engine.recognizer")
 
 
 def pick_device(config: ModelConfig) -> str:
@@ -139,9 +142,14 @@ def cached_word_search(settings: tuple, tokens: tuple | None) -> WordSearch:
         if not Path(path).is_file():
             raise ModelError(f"no such file: {path}")
     try:
-        return WordSearch(config, *paths, speller=word_speller(config, tokens))
+        search = WordSearch(config, *paths, speller=word_speller(config, tokens))
     except RuntimeError as err:  # KenLM's own error names the file and what is wrong in it
         raise ModelError(f"cannot load the n-gram {paths[0]}: {str(err).splitlines()[-1]}") from err
+    if search.unspellable:
+        log.warning("%d of the %d vocabulary words have no pronunciation in %s and cannot be recognized "
+                    "(`streamrnn train lexicon` writes one for them all), e.g. %s", len(search.unspellable),
+                    len(search.words), config.pronunciations, " ".join(search.unspellable[:5]))
+    return search
 
 
 def word_speller(config: DecoderConfig, tokens: tuple | None) -> LetterSpeller | PhoneSpeller:
