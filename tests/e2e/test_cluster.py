@@ -11,10 +11,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from daemon import Daemon, metric
 from support import missing, tiny_daemon_config
 from websockets.asyncio.client import connect
 
+from streamrnn.serve.cluster import ALIVE_FOR_S, REPLICAS
 from streamrnn.tools.cluster_process import Nginx, RedisServer, free_port, require
 from streamrnn.tools.soak import clip_chunks, finals_of, noise_clip
 from streamrnn_client.grpc_client import GrpcClient, event_from_proto
@@ -277,6 +279,8 @@ def test_a_lone_replica_drains_its_sessions(cluster, chunks, expected):
     cluster.revive_all()
     cluster.replicas[1].stop()
     replica = cluster.replicas[0]
+    # a replica SIGKILLed by an earlier test stays listed as alive for ALIVE_FOR_S after its death
+    assert wait_for(lambda: live_replicas(cluster.redis) == 1, timeout=ALIVE_FOR_S + 5)
 
     def on_event(events):
         if events[-1]["type"] == "final" and len(finals_of(events)) == 1:
@@ -304,6 +308,12 @@ def test_sessions_go_on_when_redis_dies(cluster, chunks, expected):
         cluster.redis.start()
     assert wait_for(lambda: metric(replica, "streamrnn_cluster_redis_up") == 1)
     assert "is reachable: sessions are shared" in replica.log.split("is unreachable")[-1]
+
+
+def live_replicas(server: RedisServer) -> int:
+    """How many replicas the registry in Redis lists as alive now."""
+    with redis.Redis(port=server.port, socket_timeout=10) as client:
+        return client.zcount(REPLICAS, time.time(), "+inf")
 
 
 def wait_for(condition, timeout: float = 15.0) -> bool:
