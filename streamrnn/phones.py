@@ -90,14 +90,15 @@ def possessive(phones: tuple[str, ...]) -> tuple[str, ...]:
     return phones + (("IH", "Z") if last in SIBILANTS else ("S",) if last in VOICELESS else ("Z",))
 
 
-def pronunciations(lexicon: Lexicon, word: str) -> list[tuple[str, ...]]:
+def pronunciations(lexicon: Lexicon, word: str, guess: bool = False) -> list[tuple[str, ...]]:
     """A normalised word's pronunciations: the lexicon's, or for WORD'S not in it, WORD's with
-    the possessive ending; [] when there are none."""
+    the possessive ending; else, guessing, flite's (see flite_pronunciation); [] when there are none."""
     if word in lexicon:
         return lexicon[word]
     if word.endswith("'S") and word[:-2] in lexicon:
         return [possessive(phones) for phones in lexicon[word[:-2]]]
-    return []
+    guessed = flite_pronunciation(word) if guess else None
+    return [guessed] if guessed else []
 
 
 # flite's letter-to-sound phones that are not CMUdict's: its schwa, and its pause.
@@ -156,10 +157,8 @@ class PhoneInventory:
 
     def pronounce(self, word: str) -> tuple[str, ...] | None:
         """A normalised word's first pronunciation: the lexicon's, else (guessing) flite's."""
-        spellings = pronunciations(self.lexicon, word)
-        if spellings:
-            return spellings[0]
-        return flite_pronunciation(word) if self.guess else None
+        spellings = pronunciations(self.lexicon, word, self.guess)
+        return spellings[0] if spellings else None
 
     def phones(self, text: str) -> list[str] | None:
         """A transcript as phone tokens (each word's first pronunciation, boundaries between

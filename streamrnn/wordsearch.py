@@ -27,7 +27,7 @@ from flashlight.lib.text.dictionary import Dictionary
 
 from streamrnn.config import DecoderConfig, EndpointConfig
 from streamrnn.decoding import Utterance, Word
-from streamrnn.phones import BOUNDARY, Lexicon, PhoneInventory, flite_pronunciation, pronunciations
+from streamrnn.phones import BOUNDARY, Lexicon, PhoneInventory, pronunciations
 from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID, normalize
 
 UNK = "<unk>"
@@ -50,22 +50,25 @@ class WordSearch:
         start = self.ngram.start(False)
         self.unigram = [self.ngram.score(start, i)[1] for i in range(len(self.words))]
         with quiet_stderr():  # the trie says there when a pronunciation has more than 6 homophones
-            self.trie = self.build_trie([])
-        self.unspellable = [word for word in self.words if not self.speller.spell(word)]
+            self.trie, self.unspellable = self.build_trie([])
         self.extra: dict[str, int] = {}  # words outside the vocabulary that phrases brought: their indices
         self.extra_words: dict[int, str] = {}
         self.phrase_tries: OrderedDict[frozenset, Trie] = OrderedDict()
 
-    def build_trie(self, extra: list[tuple[str, int]]) -> Trie:
-        trie = Trie(self.speller.size, SPACE)
+    def build_trie(self, extra: list[tuple[str, int]]) -> tuple[Trie, list[str]]:
+        """The vocabulary's trie, with the `extra` words; and the vocabulary words it cannot spell."""
+        trie, unspellable = Trie(self.speller.size, SPACE), []
         for index, word in enumerate(self.words):
-            for tokens in self.speller.spell(word):
+            spellings = self.speller.spell(word)
+            if not spellings:
+                unspellable.append(word)
+            for tokens in spellings:
                 trie.insert(tokens + [SPACE], index, self.unigram[index])
         for word, index in extra:
             for tokens in self.speller.spell(word, guess=True):
                 trie.insert(tokens + [SPACE], index, self.unigram_of_unknown())
         trie.smear(SmearingMode.MAX)
-        return trie
+        return trie, unspellable
 
     def unigram_of_unknown(self) -> float:
         return self.ngram.score(self.ngram.start(False), self.unk)[1]
@@ -102,7 +105,7 @@ class WordSearch:
         if not unknown:
             return self.trie
         if unknown not in self.phrase_tries:
-            self.phrase_tries[unknown] = self.build_trie([(word, self.index_of(word)) for word in sorted(unknown)])
+            self.phrase_tries[unknown] = self.build_trie([(word, self.index_of(word)) for word in sorted(unknown)])[0]
             if len(self.phrase_tries) > PHRASE_TRIES:
                 self.phrase_tries.popitem(last=False)
         self.phrase_tries.move_to_end(unknown)
@@ -169,10 +172,7 @@ class PhoneSpeller:
         self.size, self.ids, self.lexicon = len(inventory.tokens), inventory.ids, lexicon
 
     def spell(self, word: str, guess: bool = False) -> list[list[int]]:
-        spellings = pronunciations(self.lexicon, word)
-        if not spellings and guess:
-            spellings = [phones for phones in [flite_pronunciation(word)] if phones]
-        return [[self.ids[phone] for phone in phones] for phones in spellings]
+        return [[self.ids[phone] for phone in phones] for phones in pronunciations(self.lexicon, word, guess)]
 
     def pending(self, tokens) -> str:
         return ""  # a word being spoken shows once its phones spell one

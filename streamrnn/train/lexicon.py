@@ -39,9 +39,8 @@ def main(args) -> None:
     lines, guessed, left_out = [], 0, []
     for word in read_vocabulary(model_path(args.vocabulary, "words.txt")):
         spellings = pronunciations(lexicon, word)
-        if not spellings:
-            guess = flite_pronunciation(word)
-            spellings, guessed = ([guess], guessed + 1) if guess else ([], guessed)
+        if not spellings and (guess := flite_pronunciation(word)):
+            spellings, guessed = [guess], guessed + 1
         if not spellings:
             left_out.append(word)
         lines += entries(word, spellings)
