@@ -10,6 +10,7 @@ from streamrnn.acoustic import AcousticConfig, AcousticModel
 from streamrnn.checkpoint import save_model
 from streamrnn.config import Config
 from streamrnn.lm import LanguageModel, LMConfig
+from streamrnn.tools.cluster_process import require
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEECH = SHARED_DATA / "speech"
@@ -19,6 +20,14 @@ def missing(reason: str):
     """A test needs something this machine lacks: skip, with the reason; in CI, where .ci/run
     installs everything and lays ../shared/data beside the clone, fail, so nothing skips unnoticed."""
     (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+
+
+def needs_program(program: str) -> str:
+    """A Debian program's path (streamrnn.tools.cluster_process.require), or `missing` naming its package."""
+    try:
+        return require(program)
+    except RuntimeError as err:
+        missing(str(err))
 
 
 def needs_shared_data():

@@ -6,18 +6,14 @@ import subprocess
 import sys
 
 import soundfile
-from support import missing, tiny_daemon_config
+from support import needs_program, tiny_daemon_config
 
-from streamrnn.tools.cluster_process import require
 from streamrnn.tools.soak import noise_clip
 
 
 def test_short_chaos_loses_and_repeats_no_final(tiny_models, tmp_path):
     for program in ("redis-server", "nginx"):
-        try:
-            require(program)
-        except RuntimeError as err:
-            missing(str(err))
+        needs_program(program)
     config = tiny_daemon_config(tiny_models, tmp_path, "[endpoint]\nmax_utterance_s = 1.0\n")
     clips = []
     for index in range(3):

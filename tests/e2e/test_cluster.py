@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 from daemon import Daemon, metric
-from support import missing, tiny_daemon_config
+from support import needs_program, tiny_daemon_config
 from websockets.asyncio.client import connect
 
 from streamrnn.serve.cluster import ALIVE_FOR_S, REPLICAS
-from streamrnn.tools.cluster_process import Nginx, RedisServer, free_port, require
+from streamrnn.tools.cluster_process import Nginx, RedisServer, free_port
 from streamrnn.tools.soak import clip_chunks, finals_of, noise_clip
 from streamrnn_client.grpc_client import GrpcClient, event_from_proto
 from streamrnn_client.websocket import stream_audio
@@ -73,10 +73,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tiny_models, tmp_path_factory):
     for program in ("redis-server", "nginx"):
-        try:
-            require(program)
-        except RuntimeError as err:
-            missing(str(err))
+        needs_program(program)
     folder = tmp_path_factory.mktemp("cluster")
     redis_port = free_port()
     config = tiny_daemon_config(tiny_models, folder, CLUSTER_CONFIG +

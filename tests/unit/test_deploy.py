@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import missing
+from support import missing, needs_program
 
-from streamrnn.tools.cluster_process import nginx_config, require
+from streamrnn.tools.cluster_process import nginx_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES_VERSION = "1.30"
@@ -82,10 +82,7 @@ def test_deploy_nginx_conf_is_the_one_chaos_runs():
 
 def test_nginx_accepts_deploy_nginx_conf(tmp_path):
     """Debian's nginx checks the file (with the compose service's name resolved on loopback)."""
-    try:
-        nginx = require("nginx")
-    except RuntimeError as err:
-        missing(str(err))
+    nginx = needs_program("nginx")
     config = tmp_path / "nginx.conf"
     text = (DEPLOY / "nginx.conf").read_text().replace("server streamrnn:", "server 127.0.0.1:")
     own_files = "".join(f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi",
