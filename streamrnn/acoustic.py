@@ -1,5 +1,9 @@
-"""The acoustic model: log-mel -> global CMVN -> causal frame stacking ->
+"""The acoustic model: log-mel -> global CMVN -> frame stacking -> lookahead ->
 stacked unidirectional LSTM/GRU -> linear -> CTC log-probs.
+
+With `lookahead` k, each step's input also holds the next k steps' frames: the model stays
+unidirectional and streams exactly, its output for a step waiting k steps for its future. At the
+end of the audio the missing future is zeros (after CMVN), offline and streaming alike.
 
 `forward` runs whole padded batches (training); `step` runs one chunk and
 carries the recurrent state (streaming). Both compute the same thing.
@@ -29,6 +33,7 @@ class AcousticConfig:
     # its tokens in id order, blank first. Models from before these fields are character models.
     targets: str = "chars"
     tokens: list[str] | None = None
+    lookahead: int = 0  # future steps each step sees: a delay of lookahead x stack x 10 ms
 
     def __post_init__(self):
         if self.tokens is not None and len(self.tokens) != self.vocab:
@@ -43,7 +48,7 @@ class AcousticModel(nn.Module):
         self.config = config
         self.register_buffer("mean", torch.zeros(N_MELS))
         self.register_buffer("std", torch.ones(N_MELS))
-        self.project = nn.Linear(N_MELS * config.stack, config.hidden)
+        self.project = nn.Linear(N_MELS * config.stack * (1 + config.lookahead), config.hidden)
         rnn = nn.LSTM if config.rnn == "lstm" else nn.GRU
         self.rnn = rnn(config.hidden, config.hidden, config.layers, batch_first=True,
                        dropout=config.dropout if config.layers > 1 else 0.0)
@@ -64,17 +69,35 @@ class AcousticModel(nn.Module):
         stacked = features[:, : steps * self.config.stack]
         return stacked.reshape(batch, steps, dim * self.config.stack)
 
-    def forward(self, features: torch.Tensor, state=None, steps: list[int] | None = None):
-        """(B, T, N_MELS) log-mel to ((B, T // stack, vocab) log-probs, state). With `steps`, row b
-        is only `steps[b]` steps long (padded after): its returned state is the one at its own end."""
-        x = (features - self.mean) / self.std
-        x = torch.relu(self.project(self.stack_frames(x)))
-        if steps is None:
+    def look_ahead(self, x: torch.Tensor, steps: list[int] | None) -> torch.Tensor:
+        """(B, S, D) normalised steps to (B, S, D * (1 + lookahead)): each step followed by the
+        next `lookahead` steps, zeros past a row's end (`steps[b]`, else S)."""
+        k = self.config.lookahead
+        if not k:
+            return x
+        if steps is not None:
+            inside = torch.arange(x.shape[1], device=x.device)[None, :] < torch.tensor(steps, device=x.device)[:, None]
+            x = x * inside[:, :, None]
+        padded = torch.nn.functional.pad(x, (0, 0, 0, k))
+        return torch.cat([padded[:, j:j + x.shape[1]] for j in range(k + 1)], dim=-1)
+
+    def forward(self, features: torch.Tensor, state=None, steps: list[int] | None = None,
+                emit: list[int] | None = None):
+        """(B, T, N_MELS) log-mel to ((B, S, vocab) log-probs, state), S = T // stack. With `steps`,
+        row b is only `steps[b]` steps long (padded after). With `emit`, only its first `emit[b]`
+        steps run (streaming with lookahead: the last ones wait for their future audio). Each row's
+        returned state is the one after its last step run."""
+        x = self.stack_frames((features - self.mean) / self.std)
+        x = torch.relu(self.project(self.look_ahead(x, steps)))
+        lengths = emit if emit is not None else steps
+        if lengths is not None and len(set(lengths)) == 1:
+            x, lengths = x[:, :lengths[0]], None
+        if lengths is None:
             x, state = self.rnn(x, state)
         else:
-            packed = pack_padded_sequence(x, torch.tensor(steps), batch_first=True, enforce_sorted=False)
+            packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
             x, state = self.rnn(packed, state)
-            x = pad_packed_sequence(x, batch_first=True, total_length=max(steps))[0]
+            x = pad_packed_sequence(x, batch_first=True, total_length=max(lengths))[0]
         return torch.log_softmax(self.output(x), dim=-1), state
 
     def initial_state(self, batch: int = 1):
@@ -84,43 +107,49 @@ class AcousticModel(nn.Module):
 
 
 class AcousticStream:
-    """One session's acoustic-model stream: leftover frames plus recurrent state."""
+    """One session's acoustic-model stream: frames not yet run (the last step's leftovers, and with
+    lookahead the steps still waiting for their future) plus recurrent state."""
 
     def __init__(self, model: AcousticModel):
         self.model = model
         self.pending = torch.zeros(0, N_MELS)
         self.state = None  # the model's zero state until the first step: a silent session holds none
 
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        """New log-mel frames to the CTC log-probs (steps, vocab) they complete."""
-        return run_streams(self.model, [self], [features])[0]
+    def __call__(self, features: torch.Tensor, final: bool = False) -> torch.Tensor:
+        """New log-mel frames to the CTC log-probs (steps, vocab) they complete; `final`: the audio
+        ends here, so every step left runs."""
+        return run_streams(self.model, [self], [features], [final])[0]
 
-    def take(self, features: torch.Tensor) -> torch.Tensor:
-        """The frames that fill whole steps; the rest waits for the next chunk."""
+    def take(self, features: torch.Tensor, final: bool) -> tuple[torch.Tensor, int]:
+        """The frames of the whole steps so far, and how many of those steps can run now; the
+        frames from the first step that cannot wait for the next chunk."""
+        stack = self.model.config.stack
         frames = torch.cat([self.pending, features])
-        usable = len(frames) - len(frames) % self.model.config.stack
-        self.pending = frames[usable:]
-        return frames[:usable]
+        steps = len(frames) // stack
+        runnable = steps if final else max(0, steps - self.model.config.lookahead)
+        self.pending = frames[runnable * stack:]
+        return frames[:steps * stack], runnable
 
 
 @torch.inference_mode()
-def run_streams(model: AcousticModel, streams: list[AcousticStream], features: list[torch.Tensor]) -> list:
+def run_streams(model: AcousticModel, streams: list[AcousticStream], features: list[torch.Tensor],
+                finals: list[bool] | None = None) -> list:
     """New frames of many streams through the model in one batch (each stream with its own state,
-    its own length): the same log-probs each stream would get alone."""
-    frames = [stream.take(f) for stream, f in zip(streams, features)]
+    its own length; `finals`: whose audio ends here): the same log-probs each stream would get alone."""
+    taken = [stream.take(f, final) for stream, f, final in zip(streams, features, finals or [False] * len(streams))]
+    frames, runnable = [f for f, _ in taken], [n for _, n in taken]
     results = [torch.zeros(0, model.config.vocab)] * len(streams)
-    active = [i for i, f in enumerate(frames) if len(f)]
+    active = [i for i, n in enumerate(runnable) if n]
     if not active:
         return results
-    lengths = [len(f) // model.config.stack for f in frames]  # in steps
-    rows = batch_rows(model, active, lengths)
-    steps = [lengths[i] for i in rows]
+    rows = batch_rows(model, active, runnable)
     batch = pad_sequence([frames[i] for i in rows], batch_first=True).to(model.mean.device)
     state = join_states([model.initial_state() if streams[i].state is None else streams[i].state for i in rows])
-    log_probs, state = model(batch, state, None if len(set(steps)) == 1 else steps)
+    steps = [len(frames[i]) // model.config.stack for i in rows]
+    log_probs, state = model(batch, state, steps, [runnable[i] for i in rows])
     log_probs = log_probs.cpu()
-    for row, (i, count) in enumerate(zip(active, steps)):
-        results[i] = log_probs[row, :count]
+    for row, i in enumerate(active):
+        results[i] = log_probs[row, :runnable[i]]
         streams[i].state = state_row(state, row, len(rows))
     return results
 

@@ -10,7 +10,8 @@ from streamrnn.engine.recognizer import Recognizer
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("models")
-    return {"lstm": make_acoustic(tmp, "lstm"), "gru": make_acoustic(tmp, "gru"), "lm": make_language(tmp)}
+    return {"lstm": make_acoustic(tmp, "lstm"), "gru": make_acoustic(tmp, "gru"),
+            "lookahead": make_acoustic(tmp, "lstm", lookahead=2), "lm": make_language(tmp)}
 
 
 @pytest.fixture(scope="session")

@@ -35,10 +35,10 @@ def needs_shared_data():
         missing(f"training data not found at {SHARED_DATA}")
 
 
-def make_acoustic(tmp: Path, rnn: str = "lstm", seed: int = 0) -> Path:
+def make_acoustic(tmp: Path, rnn: str = "lstm", seed: int = 0, lookahead: int = 0) -> Path:
     torch.manual_seed(seed)
-    model = AcousticModel(AcousticConfig(rnn=rnn, hidden=48, layers=2))
-    path = tmp / f"am-{rnn}.pt"
+    model = AcousticModel(AcousticConfig(rnn=rnn, hidden=48, layers=2, lookahead=lookahead))
+    path = tmp / f"am-{rnn}-{lookahead}.pt"
     save_model(model, "acoustic", path)
     return path
 

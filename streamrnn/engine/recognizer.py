@@ -89,7 +89,8 @@ class Recognizer:
                 results[index] = err
         sizes = [len(frames) for _, _, frames, _ in live]
         features = log_mel(torch.cat([frames for _, _, frames, _ in live])).split(sizes) if live else []
-        log_probs = run_streams(self.acoustic, [session.acoustic for _, session, _, _ in live], list(features))
+        log_probs = run_streams(self.acoustic, [session.acoustic for _, session, _, _ in live], list(features),
+                                [final for _, _, _, final in live])
         # the lexicon search reads float32 arrays; the Python beam search is faster on lists
         rows = [lp.numpy() if self.word_search else lp.tolist() for lp in log_probs]
         events = [[] for _ in live]

@@ -34,9 +34,13 @@ def spec_augment(features: torch.Tensor, fill: torch.Tensor, rng: np.random.Gene
     return features
 
 
-def collate(features: list[torch.Tensor], texts: list[list[int]], device):
+def collate(features: list[torch.Tensor], texts: list[list[int]], fill: torch.Tensor, device):
+    """Padded with `fill` (the feature mean, zero after CMVN): the future a lookahead model sees
+    past the end of the audio when it streams."""
     lengths = torch.tensor([len(f) for f in features])
-    padded = torch.nn.utils.rnn.pad_sequence([f.float() for f in features], batch_first=True)
+    padded = fill.cpu().expand(len(features), int(lengths.max()), len(fill)).clone()
+    for row, f in zip(padded, features):
+        row[:len(f)] = f
     targets = torch.tensor([t for text in texts for t in text], dtype=torch.long)
     target_lengths = torch.tensor([len(t) for t in texts])
     return padded.to(device), lengths, targets, target_lengths
@@ -52,6 +56,21 @@ def dev_error(model: AcousticModel, features, references, inventory, device) -> 
         hypotheses.append(greedy_ids(log_probs[0].cpu()))
     model.train()
     return inventory.error_rate(zip(references, hypotheses))
+
+
+def widen_lookahead(model: AcousticModel, lookahead: int) -> None:
+    """Gives a trained model more lookahead: the new future steps' input weights start at zero, so
+    it computes what it did before until training teaches it to use them."""
+    old, added = model.project, lookahead - model.config.lookahead
+    if added < 0:
+        raise ValueError(f"--lookahead {lookahead} is less than the --init model's {model.config.lookahead}")
+    step_width = old.in_features // (1 + model.config.lookahead)
+    model.project = torch.nn.Linear(old.in_features + added * step_width, old.out_features)
+    with torch.no_grad():
+        model.project.weight.zero_()
+        model.project.weight[:, :old.in_features] = old.weight
+        model.project.bias.copy_(old.bias)
+    model.config.lookahead = lookahead
 
 
 class Trainer:
@@ -74,7 +93,7 @@ class Trainer:
         args, tokens = self.args, list(self.inventory.tokens)
         model = AcousticModel(AcousticConfig(rnn=args.rnn, hidden=args.hidden, layers=args.layers, stack=args.stack,
                                              dropout=args.dropout, vocab=len(tokens), targets=self.inventory.kind,
-                                             tokens=tokens))
+                                             tokens=tokens, lookahead=args.lookahead or 0))
         model.set_normalization(*normalization_stats(self.train[1.0]))
         return model
 
@@ -85,7 +104,10 @@ class Trainer:
         if tuple(model.config.tokens or CharInventory.tokens) != tuple(self.inventory.tokens):
             raise ValueError(f"--init {self.args.init} emits {model.config.targets}, not --targets {self.args.targets}")
         model.config.tokens = list(self.inventory.tokens)
-        print(f"init: {self.args.init} ({model.config.rnn} {model.config.layers} x {model.config.hidden})")
+        if self.args.lookahead is not None and self.args.lookahead != model.config.lookahead:
+            widen_lookahead(model, self.args.lookahead)
+        print(f"init: {self.args.init} ({model.config.rnn} {model.config.layers} x {model.config.hidden}, "
+              f"lookahead {model.config.lookahead})")
         return model
 
     def load_data(self):
@@ -129,7 +151,7 @@ class Trainer:
 
     def resume(self):
         saved = torch.load(self.out / "checkpoint.pt", map_location="cpu", weights_only=False)["args"]
-        for key in ("targets", "phone_boundary", "oov_words"):
+        for key in ("targets", "phone_boundary", "oov_words", "lookahead"):
             if key in saved and saved[key] != getattr(self.args, key):
                 raise ValueError(f"{self.out}/checkpoint.pt was trained with --{key.replace('_', '-')} "
                                  f"{saved[key]}, not {getattr(self.args, key)}: resume with the same, or a new --out")
@@ -172,7 +194,7 @@ class Trainer:
     def train_step(self, indices, rng, total_steps):
         features = [self.example(i, rng) for i in indices]
         texts = [self.train_texts[i] for i in indices]
-        padded, lengths, targets, target_lengths = collate(features, texts, self.device)
+        padded, lengths, targets, target_lengths = collate(features, texts, self.model.mean, self.device)
         if self.args.spec_augment:
             padded = spec_augment(padded, self.model.mean, rng)
         autocast = torch.autocast(self.device, dtype=torch.bfloat16) if self.args.bf16 else contextlib.nullcontext()
@@ -239,6 +261,9 @@ def add_arguments(parser):
     parser.add_argument("--layers", type=int, default=AcousticConfig.layers)
     parser.add_argument("--dropout", type=float, default=AcousticConfig.dropout, help="between RNN layers")
     parser.add_argument("--stack", type=int, default=AcousticConfig.stack, help="frames per RNN step (subsampling)")
+    parser.add_argument("--lookahead", type=int, metavar="STEPS",
+                        help="future steps each step sees (default 0; with --init, the model's own): adds "
+                             "STEPS x stack x 10 ms of delay to every partial, e.g. 4 steps of 3 frames = 120 ms")
     parser.add_argument("--targets", choices=TARGET_KINDS, default="chars",
                         help="what the model emits: characters, or CMUdict phones (dev metric: greedy PER)")
     parser.add_argument("--phone-boundary", action=argparse.BooleanOptionalAction, default=True,

@@ -1,4 +1,4 @@
-"""Invariant 1: streaming equals offline, for any chunking, LSTM and GRU."""
+"""Invariant 1: streaming equals offline, for any chunking, LSTM and GRU, with and without lookahead."""
 import pytest
 import torch
 from support import speech_sample, tiny_config
@@ -21,7 +21,7 @@ def chunks(samples, sizes):
 def streamed_log_probs(model, samples, sizes):
     frontend, stream = Frontend(16000), AcousticStream(model)
     parts = [stream(frontend(c)) for c in chunks(samples, sizes)]
-    parts.append(stream(frontend.flush()))
+    parts.append(stream(frontend.flush(), final=True))
     return torch.cat(parts)
 
 
@@ -35,7 +35,7 @@ def offline_log_probs(model, samples):
 CHUNKINGS = {"10ms": [160], "1s": [16000], "100ms": [1600], "ragged": [7, 3000, 161, 16000, 1, 999, 4410]}
 
 
-@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@pytest.mark.parametrize("rnn", ["lstm", "gru", "lookahead"])
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
 def test_log_probs_do_not_depend_on_chunking(tiny_models, noise, rnn, chunking):
     model = load_model("acoustic", tiny_models[rnn])
@@ -43,6 +43,28 @@ def test_log_probs_do_not_depend_on_chunking(tiny_models, noise, rnn, chunking):
     got = streamed_log_probs(model, noise, CHUNKINGS[chunking])
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_lookahead_sees_exactly_its_future_steps(tiny_models, noise):
+    model = load_model("acoustic", tiny_models["lookahead"])  # 2 steps of 3 frames
+    frontend = Frontend(16000)
+    features = torch.cat([frontend(noise), frontend.flush()])
+    with torch.inference_mode():
+        before = model(features[None])[0][0]
+        changed = features.clone()
+        changed[60:63] += 1.0  # step 20
+        after = model(changed[None])[0][0]
+    differs = [step for step in range(len(before)) if not torch.equal(before[step], after[step])]
+    assert differs[0] == 18  # steps 18 and 19 see step 20 two and one steps ahead
+    assert torch.equal(before[:18], after[:18])
+
+
+def test_lookahead_stream_holds_back_its_last_steps(tiny_models, noise):
+    model = load_model("acoustic", tiny_models["lookahead"])
+    stream = AcousticStream(model)
+    assert len(stream(torch.zeros(30, 80))) == 8  # 10 steps, 2 wait for their future
+    assert len(stream(torch.zeros(3, 80))) == 1
+    assert len(stream(torch.zeros(0, 80), final=True)) == 2
 
 
 def session_text(recognizer, samples, sizes):
@@ -53,7 +75,7 @@ def session_text(recognizer, samples, sizes):
     return events + session.finish()
 
 
-@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@pytest.mark.parametrize("rnn", ["lstm", "gru", "lookahead"])
 def test_final_text_does_not_depend_on_chunking_tiny(tiny_models, noise, rnn):
     recognizer = Recognizer(tiny_config(tiny_models, rnn))
     texts = {name: final_text(session_text(recognizer, noise, sizes)) for name, sizes in CHUNKINGS.items()}

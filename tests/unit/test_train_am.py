@@ -98,3 +98,37 @@ def test_init_fine_tunes_a_trained_model_keeping_its_size(tmp_path):
     phones = subprocess.run(command[:-4] + ["--targets", "phones", "--out", str(tmp_path / "run2"),
                                             "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
     assert phones.returncode != 0 and "emits chars, not --targets phones" in phones.stderr
+
+
+def test_widening_the_lookahead_keeps_what_the_model_computes(tmp_path, noise):
+    from streamrnn.audio import Frontend
+    from streamrnn.train.am import widen_lookahead
+    model = load_model("acoustic", make_acoustic(tmp_path))
+    frontend = Frontend(16000)
+    features = torch.cat([frontend(noise), frontend.flush()])[None]
+    with torch.inference_mode():
+        before = model(features)[0]
+        widen_lookahead(model, 4)
+        after = model(features)[0]
+    assert model.config.lookahead == 4 and model.project.in_features == 80 * 3 * 5
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+
+
+def test_init_with_lookahead_trains_a_model_that_streams(tmp_path):
+    needs_shared_data()
+    start = make_acoustic(tmp_path)
+    manifest = tiny_manifest(tmp_path / "so.jsonl")
+    command = [sys.executable, "-m", "streamrnn", "train", "am", str(manifest), "--init", str(start),
+               "--lookahead", "2", "--speeds", "1.0", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "lstm 2 x 48, lookahead 2" in result.stdout
+    assert load_model("acoustic", tmp_path / "run" / "am.pt").config.lookahead == 2
+    config = tmp_path / "lookahead.toml"
+    config.write_text(f'[model]\nacoustic_model = "{tmp_path / "run" / "am.pt"}"\n')
+    audio = json.loads(manifest.read_text().splitlines()[-1])["audio"]
+    decoded = subprocess.run([sys.executable, "-m", "streamrnn", "--config", str(config), "transcribe", audio, "--json"],
+                             capture_output=True, text=True, timeout=300)
+    assert decoded.returncode == 0, decoded.stderr
+    assert all(json.loads(line)["type"] in ("partial", "final", "suggestions") for line in decoded.stdout.splitlines())
