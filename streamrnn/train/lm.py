@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from streamrnn.checkpoint import SaveClock, load_training_state, save_model, save_training_state
 from streamrnn.lm import LanguageModel, LMConfig, Vocabulary
 from streamrnn.train.corpus import corpus_sentences, top_words
+from streamrnn.train.ngram import kept_sentences, load_blocklist, summary
 from streamrnn.train.progress import TrainingLog
 
 
@@ -55,7 +57,9 @@ class Trainer:
         self.args, self.out = args, Path(args.out)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(args.seed)
-        train_sentences = corpus_sentences(args.train)
+        tally = Counter()
+        train_sentences = list(kept_sentences(args.train, load_blocklist(args.blocklist, args.train), tally))
+        print(summary(tally, args.blocklist is not None), flush=True)
         vocabulary = top_words(train_sentences, args.vocab - 2)
         self.model = LanguageModel(LMConfig(vocab=len(vocabulary) + 2, dim=args.dim, layers=args.layers),
                                    vocabulary).to(self.device)
@@ -127,6 +131,9 @@ class Trainer:
 def add_arguments(parser) -> None:
     parser.add_argument("--train", nargs="+", required=True, help="text files, folders of .txt, JSONL manifests")
     parser.add_argument("--dev", nargs="+", required=True, help="held-out text for perplexity and early stopping")
+    parser.add_argument("--blocklist", metavar="FILE",
+                        help="SHA-1s of evaluation text (e.g. ../shared/data/eval-blocklist.txt): training "
+                             "sentences that contain one are dropped, as `train ngram --blocklist` drops them")
     parser.add_argument("--out", default="runs/lm")
     parser.add_argument("--vocab", type=int, default=LMConfig.vocab)
     parser.add_argument("--dim", type=int, default=LMConfig.dim)

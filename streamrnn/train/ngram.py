@@ -14,6 +14,7 @@ import hashlib
 import time
 from array import array
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -116,9 +117,18 @@ class Corpus:
         return lookup[np.frombuffer(self.ids, dtype=np.int32) + 2]
 
 
-def read_corpus(sources: list[str], blocklist: Blocklist | None) -> Corpus:
-    """The sources' sentences less what the blocklist drops, with a summary of what it dropped."""
-    corpus, tally = Corpus(), Counter()
+def load_blocklist(path: str | None, sources: list[str]) -> Blocklist | None:
+    """The --blocklist file, plus the dev-split transcripts of the manifests among `sources`."""
+    if not path:
+        return None
+    blocklist = Blocklist(path)
+    blocklist.add_transcripts([u.text for source in sources if source.endswith(".jsonl")
+                               for u in load_manifest(source, "dev")])
+    return blocklist
+
+
+def kept_sentences(sources: list[str], blocklist: Blocklist | None, tally: Counter) -> Iterator[list[str]]:
+    """The sources' sentences less what the blocklist drops, counting in `tally` what it dropped."""
     for name, sentences in corpus_documents(sources):
         tally["documents"] += 1
         tally["sentences"] += len(sentences)
@@ -129,9 +139,14 @@ def read_corpus(sources: list[str], blocklist: Blocklist | None) -> Corpus:
             tally["sentences in them"] += len(sentences)
             continue
         tally["sentences dropped"] += len(dropped)
-        for k, sentence in enumerate(sentences):
-            if k not in dropped:
-                corpus.add(sentence)
+        yield from (sentence for k, sentence in enumerate(sentences) if k not in dropped)
+
+
+def read_corpus(sources: list[str], blocklist: Blocklist | None) -> Corpus:
+    """The sources' kept sentences, with a summary of what the blocklist dropped."""
+    corpus, tally = Corpus(), Counter()
+    for sentence in kept_sentences(sources, blocklist, tally):
+        corpus.add(sentence)
     print(summary(tally, blocklist is not None), flush=True)
     if not corpus.sentences:
         raise ValueError(f"no sentences left in {' '.join(map(str, sources))}")
@@ -163,11 +178,7 @@ def main(args) -> None:
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    blocklist = Blocklist(args.blocklist) if args.blocklist else None
-    if blocklist is not None:
-        blocklist.add_transcripts([u.text for source in args.text if source.endswith(".jsonl")
-                                   for u in load_manifest(source, "dev")])
-    corpus = read_corpus(args.text, blocklist)
+    corpus = read_corpus(args.text, load_blocklist(args.blocklist, args.text))
     words = corpus.vocabulary(args.vocab_size)
     ids = corpus.stream(words)
     known = np.count_nonzero(ids > UNK) / max(1, len(ids) - 2 * corpus.sentences)

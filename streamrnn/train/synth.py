@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import soundfile
 
 from streamrnn.audio import SAMPLE_RATE, resample
 from streamrnn.config import VOICES
-from streamrnn.train.corpus import corpus_sentences
+from streamrnn.train.ngram import kept_sentences, load_blocklist, summary
 from streamrnn_client.protocol import StreamrnnError
 
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -83,8 +84,12 @@ def voice_functions(names: list[str]) -> list:
 
 
 def pick_sentences(sources: list[str], count: int, min_words: int, max_words: int,
-                   rng: np.random.Generator) -> list[str]:
-    sentences = [s for s in corpus_sentences(sources) if min_words <= len(s) <= max_words]
+                   rng: np.random.Generator, blocklist: str | None = None) -> list[str]:
+    """`count` sentences of the sources, less what the blocklist drops (as for `train ngram`)."""
+    tally = Counter()
+    sentences = [s for s in kept_sentences(sources, load_blocklist(blocklist, sources), tally)
+                 if min_words <= len(s) <= max_words]
+    print(summary(tally, blocklist is not None), flush=True)
     if not sentences:
         raise ValueError(f"no sentences of {min_words} to {max_words} words in {' '.join(sources)}")
     chosen = rng.choice(len(sentences), size=count, replace=count > len(sentences))
@@ -92,12 +97,13 @@ def pick_sentences(sources: list[str], count: int, min_words: int, max_words: in
 
 
 def synthesize(sources: list[str], out: Path, count: int, voices: list[str], rates: list[float],
-               min_words: int = 3, max_words: int = 20, seed: int = 0, progress=lambda done: None) -> Path:
+               min_words: int = 3, max_words: int = 20, seed: int = 0, progress=lambda done: None,
+               blocklist: str | None = None) -> Path:
     """`count` utterances of sentences from the text sources, voices taking turns, each at a
     random speaking rate; returns OUT/manifest.jsonl."""
     rng = np.random.default_rng(seed)
     speakers = voice_functions(voices)
-    sentences = pick_sentences(sources, count, min_words, max_words, rng)
+    sentences = pick_sentences(sources, count, min_words, max_words, rng, blocklist)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
     with open(manifest, "w") as lines:  # a line per utterance as it is made: an interrupted run is usable
@@ -126,6 +132,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-words", type=int, default=3)
     parser.add_argument("--max-words", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blocklist", metavar="FILE",
+                        help="SHA-1s of evaluation text (e.g. ../shared/data/eval-blocklist.txt): sentences "
+                             "that contain one are not spoken, as `train ngram --blocklist` drops them")
 
 
 def main(args, config) -> None:
@@ -140,5 +149,5 @@ def main(args, config) -> None:
         task = bar.add_task("synthesizing", total=args.count)
         manifest = synthesize(args.text, Path(args.out), args.count, voices, [float(r) for r in rates],
                               args.min_words, args.max_words, args.seed,
-                              progress=lambda done: bar.update(task, completed=done))
+                              progress=lambda done: bar.update(task, completed=done), blocklist=args.blocklist)
     print(f"wrote {args.count} utterances and {manifest}")

@@ -54,3 +54,16 @@ def test_synth_names_bad_input(tmp_path):
     assert result.returncode == 2 and "voices must be some of espeak, flite, piper" in result.stderr
     result = synth("--text", str(tmp_path / "text.txt"), "--out", str(tmp_path / "o"), "--min-words", "30")
     assert result.returncode == 2 and "no sentences of 30 to 20 words" in result.stderr
+
+
+def test_synth_never_speaks_blocked_text(tmp_path):
+    voices = installed_voices()
+    from streamrnn.train.ngram import digest
+    (tmp_path / "text.txt").write_text(SENTENCES)
+    (tmp_path / "blocklist.txt").write_text(digest("THE CAT SAT ON THE MAT".split()).hex() + "\n")
+    result = synth("--text", str(tmp_path / "text.txt"), "--out", str(tmp_path / "out"), "--count", "6",
+                   "--voices", voices[0], "--blocklist", str(tmp_path / "blocklist.txt"))
+    assert result.returncode == 0, result.stderr
+    assert "dropped 0 documents whole (0 sentences) and 1 sentences of the others" in result.stdout
+    texts = {u.text for u in load_manifest(tmp_path / "out" / "manifest.jsonl", "train")}
+    assert texts and "THE CAT SAT ON THE MAT" not in texts

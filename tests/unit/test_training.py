@@ -44,3 +44,13 @@ def test_train_lm_stops_mid_epoch_and_resumes_there(tmp_path):
     resumed = train_lm(tmp_path, "--epochs", "1", "--resume")
     assert "resumed at epoch 0 step 1" in resumed.stdout
     assert json.loads((tmp_path / "lm" / "history.json").read_text())[0]["epoch"] == 0
+
+
+def test_train_lm_leaves_blocked_text_out(tmp_path):
+    from streamrnn.train.ngram import digest
+    (tmp_path / "blocklist.txt").write_text(digest("A DOG SAT ON THE LOG".split()).hex() + "\n")
+    result = train_lm(tmp_path, "--epochs", "1", "--blocklist", str(tmp_path / "blocklist.txt"))
+    assert result.returncode == 0, result.stderr
+    assert "dropped 0 documents whole (0 sentences) and 40 sentences of the others" in result.stdout
+    words = set(load_model("language", tmp_path / "lm" / "lm.pt", "cpu").vocabulary.words)
+    assert "CAT" in words and "LOG" not in words
