@@ -5,8 +5,8 @@ With `lookahead` k, each step's input also holds the next k steps' frames: the m
 unidirectional and streams exactly, its output for a step waiting k steps for its future. At the
 end of the audio the missing future is zeros (after CMVN), offline and streaming alike.
 
-`forward` runs whole padded batches (training); `step` runs one chunk and
-carries the recurrent state (streaming). Both compute the same thing.
+`forward` runs whole padded batches (training); `run_streams` runs the next chunk of
+many sessions, each carrying its recurrent state (streaming). Both compute the same thing.
 """
 from __future__ import annotations
 
@@ -121,8 +121,8 @@ class AcousticStream:
         return run_streams(self.model, [self], [features], [final])[0]
 
     def take(self, features: torch.Tensor, final: bool) -> tuple[torch.Tensor, int]:
-        """The frames of the whole steps so far, and how many of those steps can run now; the
-        frames from the first step that cannot wait for the next chunk."""
+        """The frames of the whole steps so far and how many of them run now; the frames from the
+        first step not run on wait for the next chunk."""
         stack = self.model.config.stack
         frames = torch.cat([self.pending, features])
         steps = len(frames) // stack
