@@ -119,7 +119,7 @@ class SynthConfig:
 class BatchingConfig:
     max_batch: int = 64
     max_wait_ms: float = 5.0
-    engine_processes: int = 0
+    engine_processes: int = 2
 
 
 @dataclass

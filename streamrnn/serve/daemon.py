@@ -20,13 +20,25 @@ log = logging.getLogger("streamrnn")
 
 
 async def serve(config: Config) -> None:
-    server_config = config.server
-    ssl_context, credentials = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
+    security = tls.server_context(config.tls), tls.grpc_server_credentials(config.tls)
     keys = KeyCheck(config.auth.api_key_sha256)
     recognizer, engine = build_engine(config, telemetry.record_batch, telemetry.record_restart)
     cluster = start_cluster(config)
-    service = RecognitionService(recognizer, engine, server_config.max_sessions, config.limits, config.resume,
+    service = RecognitionService(recognizer, engine, config.server.max_sessions, config.limits, config.resume,
                                  cluster)
+    try:
+        await serve_until_stopped(config, service, security, keys, cluster)
+    finally:  # also when a port cannot be bound: the engine's worker processes end quietly with it
+        service.close_engine()
+    if cluster is not None:
+        await asyncio.gather(*service.background, return_exceptions=True)
+        await cluster.close()
+
+
+async def serve_until_stopped(config: Config, service: RecognitionService, security: tuple, keys: KeyCheck,
+                              cluster: ClusterStore | None) -> None:
+    server_config = config.server
+    ssl_context, credentials = security
     if cluster is not None:
         await cluster.check([])
         keeper = asyncio.create_task(cluster.keep(lambda: [s.id for s in service.sessions.values() if s.shared]))
@@ -42,7 +54,7 @@ async def serve(config: Config) -> None:
     scheme, grpc_security = ("https", "tls") if ssl_context else ("http", "plain text")
     log.info("ready: http and websocket on %s://%s:%d, grpc on %s:%d%s (models on %s; grpc %s; %s)",
              scheme, host, http_port, host, grpc_server.bound_port,
-             f", wyoming on {host}:{wyoming_port}" if wyoming else "", recognizer.device, grpc_security,
+             f", wyoming on {host}:{wyoming_port}" if wyoming else "", service.recognizer.device, grpc_security,
              "api keys required" if keys.required else "no api keys")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -50,11 +62,8 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await drain(service, websocket, grpc_server, openai_api, wyoming, server_config.drain_timeout_s)
-    service.close_engine()
     if cluster is not None:
         keeper.cancel()
-        await asyncio.gather(*service.background, return_exceptions=True)
-        await cluster.close()
 
 
 def start_cluster(config: Config) -> ClusterStore | None:
