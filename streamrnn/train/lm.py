@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -10,7 +9,7 @@ import torch
 from streamrnn.checkpoint import SaveClock, load_training_state, save_model, save_training_state
 from streamrnn.lm import LanguageModel, LMConfig, Vocabulary
 from streamrnn.train.corpus import corpus_sentences, top_words
-from streamrnn.train.ngram import kept_sentences, load_blocklist, summary
+from streamrnn.train.ngram import read_sentences
 from streamrnn.train.progress import TrainingLog
 
 
@@ -57,9 +56,7 @@ class Trainer:
         self.args, self.out = args, Path(args.out)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(args.seed)
-        tally = Counter()
-        train_sentences = list(kept_sentences(args.train, load_blocklist(args.blocklist, args.train), tally))
-        print(summary(tally, args.blocklist is not None), flush=True)
+        train_sentences = read_sentences(args.train, args.blocklist)
         vocabulary = top_words(train_sentences, args.vocab - 2)
         self.model = LanguageModel(LMConfig(vocab=len(vocabulary) + 2, dim=args.dim, layers=args.layers),
                                    vocabulary).to(self.device)

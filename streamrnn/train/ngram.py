@@ -142,6 +142,14 @@ def kept_sentences(sources: list[str], blocklist: Blocklist | None, tally: Count
         yield from (sentence for k, sentence in enumerate(sentences) if k not in dropped)
 
 
+def read_sentences(sources: list[str], blocklist_path: str | None) -> list[list[str]]:
+    """The kept sentences as a list (for `train lm` and `synth`), saying what the blocklist dropped."""
+    tally = Counter()
+    sentences = list(kept_sentences(sources, load_blocklist(blocklist_path, sources), tally))
+    print(summary(tally, blocklist_path is not None), flush=True)
+    return sentences
+
+
 def read_corpus(sources: list[str], blocklist: Blocklist | None) -> Corpus:
     """The sources' kept sentences, with a summary of what the blocklist dropped."""
     corpus, tally = Corpus(), Counter()

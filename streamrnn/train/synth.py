@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import soundfile
 
 from streamrnn.audio import SAMPLE_RATE, resample
 from streamrnn.config import VOICES
-from streamrnn.train.ngram import kept_sentences, load_blocklist, summary
+from streamrnn.train.ngram import read_sentences
 from streamrnn_client.protocol import StreamrnnError
 
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -86,10 +85,7 @@ def voice_functions(names: list[str]) -> list:
 def pick_sentences(sources: list[str], count: int, min_words: int, max_words: int,
                    rng: np.random.Generator, blocklist: str | None = None) -> list[str]:
     """`count` sentences of the sources, less what the blocklist drops (as for `train ngram`)."""
-    tally = Counter()
-    sentences = [s for s in kept_sentences(sources, load_blocklist(blocklist, sources), tally)
-                 if min_words <= len(s) <= max_words]
-    print(summary(tally, blocklist is not None), flush=True)
+    sentences = [s for s in read_sentences(sources, blocklist) if min_words <= len(s) <= max_words]
     if not sentences:
         raise ValueError(f"no sentences of {min_words} to {max_words} words in {' '.join(sources)}")
     chosen = rng.choice(len(sentences), size=count, replace=count > len(sentences))
