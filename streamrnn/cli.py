@@ -23,7 +23,8 @@ TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
                "ngram": ("build the lexicon search's vocabulary and word n-gram (ARPA) from text",
                          "streamrnn.train.ngram"),
                "lexicon": ("pronunciations of a whole vocabulary, for phone models (CMUdict, then flite's guesses)",
-                           "streamrnn.train.lexicon")}
+                           "streamrnn.train.lexicon"),
+               "average": ("one acoustic model averaging several checkpoints of a run", "streamrnn.train.average")}
 
 
 def build_parser(command: str | None = None, kind: str | None = None) -> argparse.ArgumentParser:

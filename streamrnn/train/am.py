@@ -247,8 +247,20 @@ class Trainer:
             save_model(self.model, "acoustic", self.out / "am.pt", meta=meta)
         else:
             self.state["bad_epochs"] += 1
+        self.keep_epoch(error)
         self.save_checkpoint()
         return self.state["bad_epochs"] >= self.args.patience
+
+    def keep_epoch(self, error: float) -> None:
+        """The epoch just trained, as history.json numbers it, in epochs/ for `streamrnn train
+        average`; only the newest --keep-epochs stay."""
+        if self.args.keep_epochs < 1:
+            return
+        epoch, folder = self.state["epoch"] - 1, self.out / "epochs"
+        save_model(self.model, "acoustic", folder / f"epoch-{epoch:03d}.pt",
+                   meta={f"{self.inventory.metric}_greedy": error, "epoch": epoch})
+        for old in sorted(folder.glob("epoch-*.pt"))[:-self.args.keep_epochs]:
+            old.unlink()
 
 
 def add_arguments(parser):
@@ -291,6 +303,8 @@ def add_arguments(parser):
     parser.add_argument("--patience", type=int, default=4,
                         help="epochs without dev WER (phones: PER) gain before stopping")
     parser.add_argument("--save-minutes", type=float, default=5.0)
+    parser.add_argument("--keep-epochs", type=int, default=5, metavar="N",
+                        help="keep the last N epochs' models in OUT/epochs, to average with `train average`")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this long")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--init", metavar="MODEL",

@@ -132,3 +132,26 @@ def test_init_with_lookahead_trains_a_model_that_streams(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert decoded.returncode == 0, decoded.stderr
     assert all(json.loads(line)["type"] in ("partial", "final", "suggestions") for line in decoded.stdout.splitlines())
+
+
+def test_the_last_epochs_are_kept_and_average_into_one_model(tmp_path):
+    needs_shared_data()
+    start = make_acoustic(tmp_path)
+    command = [sys.executable, "-m", "streamrnn", "train", "am", str(tiny_manifest(tmp_path / "so.jsonl")),
+               "--init", str(start), "--speeds", "1.0", "--epochs", "3", "--keep-epochs", "2",
+               "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    kept = sorted((tmp_path / "run" / "epochs").glob("*.pt"))
+    assert [path.name for path in kept] == ["epoch-001.pt", "epoch-002.pt"]
+    averaged = tmp_path / "averaged.pt"
+    result = subprocess.run([sys.executable, "-m", "streamrnn", "train", "average", *map(str, kept), "--out", str(averaged)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    first, second = (load_model("acoustic", path).output.weight for path in kept)
+    torch.testing.assert_close(load_model("acoustic", averaged).output.weight, (first + second) / 2,
+                               atol=1e-3, rtol=1e-3)  # the files hold float16
+    mismatched = subprocess.run([sys.executable, "-m", "streamrnn", "train", "average", str(kept[0]),
+                                 str(model_path("builtin", "am.pt")), "--out", str(averaged)],
+                                capture_output=True, text=True, timeout=300)
+    assert mismatched.returncode != 0 and "only checkpoints of one run can be averaged" in mismatched.stderr
