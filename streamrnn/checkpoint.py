@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from streamrnn.acoustic import AcousticConfig, AcousticModel
+from streamrnn.g2p import G2PConfig, G2PModel
 from streamrnn.lm import LanguageModel, LMConfig
 from streamrnn_client.protocol import StreamrnnError
 
@@ -15,7 +16,8 @@ class ModelError(StreamrnnError, RuntimeError):
     """A model file that is missing, corrupt or of the wrong kind."""
 
 
-KINDS = {"acoustic": (AcousticModel, AcousticConfig), "language": (LanguageModel, LMConfig)}
+KINDS = {"acoustic": (AcousticModel, AcousticConfig), "language": (LanguageModel, LMConfig),
+         "g2p": (G2PModel, G2PConfig)}
 
 
 def save_model(model, kind: str, path, meta: dict | None = None, extra: dict | None = None) -> None:

@@ -24,6 +24,7 @@ TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
                          "streamrnn.train.ngram"),
                "lexicon": ("pronunciations of a whole vocabulary, for phone models (CMUdict, then flite's guesses)",
                            "streamrnn.train.lexicon"),
+               "g2p": ("the letter-to-phone model that guesses pronunciations CMUdict lacks", "streamrnn.train.g2p"),
                "average": ("one acoustic model averaging several checkpoints of a run", "streamrnn.train.average")}
 
 

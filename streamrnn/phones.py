@@ -9,8 +9,6 @@ a greedy decode split phones into words, and it is the word separator of a lexic
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -92,37 +90,14 @@ def possessive(phones: tuple[str, ...]) -> tuple[str, ...]:
 
 def pronunciations(lexicon: Lexicon, word: str, guess: bool = False) -> list[tuple[str, ...]]:
     """A normalised word's pronunciations: the lexicon's, or for WORD'S not in it, WORD's with
-    the possessive ending; else, guessing, flite's (see flite_pronunciation); [] when there are none."""
+    the possessive ending; else, guessing, the G2P model's; [] when there are none."""
     if word in lexicon:
         return lexicon[word]
     if word.endswith("'S") and word[:-2] in lexicon:
         return [possessive(phones) for phones in lexicon[word[:-2]]]
-    guessed = flite_pronunciation(word) if guess else None
+    from streamrnn.g2p import guess_pronunciation  # the G2P model needs PHONES from here
+    guessed = guess_pronunciation(word) if guess else None
     return [guessed] if guessed else []
-
-
-# flite's letter-to-sound phones that are not CMUdict's: its schwa, and its pause.
-FLITE_PHONES = {"ax": "AH", "pau": None}
-
-
-@lru_cache(maxsize=None)
-def flite_pronunciation(word: str) -> tuple[str, ...] | None:
-    """A guessed pronunciation from flite's t2p (its CMU lexicon, then letter-to-sound rules
-    trained on CMUdict); None when t2p is missing or says something outside PHONES."""
-    t2p = shutil.which("t2p")
-    if t2p is None or not re.fullmatch(r"[A-Z']+", word):
-        return None
-    try:
-        out = subprocess.run([t2p, word.lower()], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    phones = []
-    for token in out.split():
-        token = token.rstrip("012")
-        mapped = FLITE_PHONES.get(token, token.upper())
-        if mapped is not None:
-            phones.append(mapped)
-    return tuple(phones) if phones and all(p in PHONE_SET for p in phones) else None
 
 
 class PhoneInventory:
@@ -131,7 +106,7 @@ class PhoneInventory:
     kind = "phones"
 
     def __init__(self, boundary: bool = True, lexicon: Lexicon | None = None, guess: bool = False):
-        """guess: words without a pronunciation get flite's (t2p) instead of failing the transcript."""
+        """guess: words without a pronunciation get the G2P model's instead of failing the transcript."""
         self.boundary, self.guess = boundary, guess
         self.tokens = (BLANK_TOKEN,) + ((BOUNDARY,) if boundary else ()) + PHONES
         self.ids = {token: i for i, token in enumerate(self.tokens)}
@@ -156,7 +131,7 @@ class PhoneInventory:
         return [word for word in normalize(text).split() if not pronunciations(self.lexicon, word)]
 
     def pronounce(self, word: str) -> tuple[str, ...] | None:
-        """A normalised word's first pronunciation: the lexicon's, else (guessing) flite's."""
+        """A normalised word's first pronunciation: the lexicon's, else (guessing) the G2P model's."""
         spellings = pronunciations(self.lexicon, word, self.guess)
         return spellings[0] if spellings else None
 

@@ -164,7 +164,7 @@ class LetterSpeller:
 
 class PhoneSpeller:
     """A phone model's words: each of their pronunciations in the lexicon. Words it lacks cannot
-    be spelled, except a phrase's, which get flite's guess where flite's t2p is installed."""
+    be spelled, except a phrase's, which get the G2P model's guess."""
 
     def __init__(self, inventory: PhoneInventory, lexicon: Lexicon):
         if inventory.ids.get(BOUNDARY) != SPACE:

@@ -80,7 +80,7 @@ class Trainer:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rng = np.random.default_rng(args.seed)
         self.augmentation = Augmentation.from_config(args)
-        self.inventory = make_inventory(args.targets, args.phone_boundary, args.oov_words == "flite")
+        self.inventory = make_inventory(args.targets, args.phone_boundary, args.oov_words == "guess")
         self.load_data()
         self.model = (self.initial_model() if args.init else self.new_model()).to(self.device)
         self.model.train()
@@ -151,6 +151,8 @@ class Trainer:
 
     def resume(self):
         saved = torch.load(self.out / "checkpoint.pt", map_location="cpu", weights_only=False)["args"]
+        if saved.get("oov_words") == "flite":  # runs from before the G2P model guessed with flite's t2p
+            saved["oov_words"] = "guess"
         for key in ("targets", "phone_boundary", "oov_words", "lookahead"):
             if key in saved and saved[key] != getattr(self.args, key):
                 raise ValueError(f"{self.out}/checkpoint.pt was trained with --{key.replace('_', '-')} "
@@ -280,8 +282,8 @@ def add_arguments(parser):
                         help="what the model emits: characters, or CMUdict phones (dev metric: greedy PER)")
     parser.add_argument("--phone-boundary", action=argparse.BooleanOptionalAction, default=True,
                         help="phones: a word-boundary token '|' between words (the lexicon search's separator)")
-    parser.add_argument("--oov-words", choices=["flite", "drop"], default="flite",
-                        help="phones: a word not in CMUdict gets flite's guessed pronunciation (t2p), or its "
+    parser.add_argument("--oov-words", choices=["guess", "drop"], default="guess",
+                        help="phones: a word not in CMUdict gets the G2P model's guessed pronunciation, or its "
                              "utterance is left out")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     parser.add_argument("--epochs", type=int, default=20)

@@ -1,10 +1,8 @@
 """The lexicon search (flashlight-text's decoder with a KenLM n-gram) on made-up CTC frames, and
 its phrase biasing; tests/unit/test_streaming.py pins streaming against offline on real speech."""
-import shutil
 
 import numpy as np
 import pytest
-from support import missing
 
 from streamrnn.config import DecoderConfig, EndpointConfig
 from streamrnn.phones import PhoneInventory
@@ -147,9 +145,7 @@ def test_a_phone_model_spells_words_by_their_pronunciations(phone_search):
     assert all(0 < w.conf <= 1 for w in utterance.words)
 
 
-def test_a_phone_models_phrase_word_outside_the_lexicon_is_spelled_by_flite(phone_search):
-    if shutil.which("t2p") is None:
-        missing("flite's t2p is not installed (Debian: flite)")
+def test_a_phone_models_phrase_word_outside_the_lexicon_is_spelled_by_the_g2p_model(phone_search):
     inventory = PhoneInventory()
     rows = phone_frames(inventory, ("K", "AE", "T"), ("D", "AO", "G"))
     assert "DOG" not in decode(phone_search, rows)[0].text
