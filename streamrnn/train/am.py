@@ -132,6 +132,9 @@ class Trainer:
         self.usable = [i for i, text in enumerate(self.train_texts) if text is not None]
         if not self.usable:
             raise ValueError("no training utterances in " + " ".join(args.manifests))
+        if not self.dev:
+            raise ValueError("no dev utterances in " + " ".join(args.manifests) + ": add a source with a dev "
+                             "split (e.g. librispeech-mini.jsonl) to choose the best epoch by")
         weights = ", ".join(f"{s.name} {len(s.train)} x{s.weight:g}" for s in self.sources)
         print(f"train: {weights}; {len(args.speeds)} speeds, {len(self.augmented)} augmented copies; "
               f"dev: {len(self.dev)}; targets: {self.inventory.kind} ({len(self.inventory.tokens)} tokens)")

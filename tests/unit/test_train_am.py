@@ -155,3 +155,11 @@ def test_the_last_epochs_are_kept_and_average_into_one_model(tmp_path):
                                  str(model_path("builtin", "am.pt")), "--out", str(averaged)],
                                 capture_output=True, text=True, timeout=300)
     assert mismatched.returncode != 0 and "only checkpoints of one run can be averaged" in mismatched.stderr
+
+
+def test_sources_without_dev_utterances_are_refused(tmp_path):
+    needs_shared_data()
+    command = [sys.executable, "-m", "streamrnn", "train", "am", str(tiny_manifest(tmp_path / "so.jsonl", dev=0)),
+               "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "no dev utterances in " in result.stderr.strip().splitlines()[-1]
