@@ -22,7 +22,7 @@ TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
                "lm": ("train the word LSTM language model", "streamrnn.train.lm"),
                "ngram": ("build the lexicon search's vocabulary and word n-gram (ARPA) from text",
                          "streamrnn.train.ngram"),
-               "lexicon": ("pronunciations of a whole vocabulary, for phone models (CMUdict, then flite's guesses)",
+               "lexicon": ("pronunciations of a whole vocabulary, for phone models (CMUdict, then the G2P model's guesses)",
                            "streamrnn.train.lexicon"),
                "g2p": ("the letter-to-phone model that guesses pronunciations CMUdict lacks", "streamrnn.train.g2p"),
                "average": ("one acoustic model averaging several checkpoints of a run", "streamrnn.train.average")}

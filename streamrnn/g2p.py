@@ -59,8 +59,8 @@ class G2PModel(nn.Module):
         self.output = nn.Linear(hidden, len(OUTPUTS))
 
     def encode(self, letters: torch.Tensor, lengths: torch.Tensor):
-        """Letter encodings, their padding mask, and the decoder's initial state (from the mean
-        encoding)."""
+        """Letter encodings, their attention keys and padding mask, and the decoder's initial
+        state (from the mean encoding)."""
         packed = nn.utils.rnn.pack_padded_sequence(self.letters(letters), lengths.cpu(), batch_first=True,
                                                    enforce_sorted=False)
         encoded, _ = self.encoder(packed)
@@ -68,12 +68,14 @@ class G2PModel(nn.Module):
         mask = letters != PAD
         mean = (encoded * mask[..., None]).sum(1) / lengths[:, None].to(encoded)
         h, c = torch.tanh(self.bridge(mean)).chunk(2, dim=-1)
-        return encoded, mask, (h[None].contiguous(), c[None].contiguous())
+        memory = (encoded, self.score(encoded).transpose(1, 2), mask)
+        return memory, (h[None].contiguous(), c[None].contiguous())
 
-    def decode(self, previous: torch.Tensor, encoded, mask, state):
+    def decode(self, previous: torch.Tensor, memory, state):
         """Logits of the next phone after each of `previous` (batch x steps), and the new state."""
+        encoded, keys, mask = memory
         queries, state = self.decoder(self.dropout(self.phones(previous)), state)
-        scores = queries @ self.score(encoded).transpose(1, 2)
+        scores = queries @ keys
         weights = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
         context = weights @ encoded
         combined = torch.tanh(self.combine(torch.cat([queries, context], -1)))
@@ -81,20 +83,22 @@ class G2PModel(nn.Module):
 
     def forward(self, letters, lengths, previous):
         """Teacher forcing: previous is <s> then the target phones; returns logits for the target then </s>."""
-        encoded, mask, state = self.encode(letters, lengths)
-        return self.decode(previous, encoded, mask, state)[0]
+        memory, state = self.encode(letters, lengths)
+        return self.decode(previous, memory, state)[0]
 
     @torch.no_grad()
     def guess(self, words: list[str]) -> list[tuple[str, ...]]:
         """Greedy pronunciations of normalised words (letters and apostrophes)."""
         letters, lengths = letter_ids(words)
-        encoded, mask, state = self.encode(letters, lengths)
+        memory, state = self.encode(letters, lengths)
         previous = torch.full((len(words), 1), START, dtype=torch.long)
         outputs = []
         for _ in range(2 * letters.shape[1] + 4):
-            logits, state = self.decode(previous, encoded, mask, state)
+            logits, state = self.decode(previous, memory, state)
             previous = logits[:, -1].argmax(-1, keepdim=True)
             outputs.append(previous[:, 0])
+            if (torch.stack(outputs, 1) == END).any(1).all():
+                break
         rows = torch.stack(outputs, 1).tolist()
         return [tuple(OUTPUTS[i] for i in row[:row.index(END) if END in row else len(row)] if i > END) for row in rows]
 
