@@ -26,7 +26,7 @@ from streamrnn.config import Config, DecoderConfig, ModelConfig, model_path
 from streamrnn.decoding import Decoder, Utterance
 from streamrnn.invariance import lay_out_for_batch_invariance
 from streamrnn.lm import LMRunner, WordScorer, prefetch
-from streamrnn.phones import PhoneInventory, load_lexicon
+from streamrnn.phones import PhoneInventory, cmudict_path, load_lexicon
 from streamrnn.targets import CharInventory
 from streamrnn.tokens import normalize
 from streamrnn.wordsearch import LetterSpeller, PhoneSpeller, WordDecoder, WordSearch
@@ -157,10 +157,14 @@ def word_speller(config: DecoderConfig, tokens: tuple | None) -> LetterSpeller |
     """How the search spells words in the acoustic model's tokens: letters, or pronunciations."""
     if tokens is None or tuple(tokens) == CharInventory.tokens:
         return LetterSpeller()
-    path = None if config.pronunciations == "builtin" else config.pronunciations
-    if path and not Path(path).is_file():
-        raise ModelError(f"no such file: {path}")
-    return PhoneSpeller(PhoneInventory.from_tokens(tokens), load_lexicon(path))
+    if config.pronunciations == "builtin":  # CMUdict, then the shipped vocabulary's words it lacks
+        shipped = Path(model_path("builtin", "words.dict"))
+        paths = [str(cmudict_path())] + ([str(shipped)] if shipped.is_file() else [])
+    elif not Path(config.pronunciations).is_file():
+        raise ModelError(f"no such file: {config.pronunciations}")
+    else:
+        paths = [config.pronunciations]
+    return PhoneSpeller(PhoneInventory.from_tokens(tokens), load_lexicon(*paths))
 
 
 def load_engine_model(kind: str, path: str, config: ModelConfig, batch_invariant: bool = True) -> nn.Module:
