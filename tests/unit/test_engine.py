@@ -126,15 +126,11 @@ def quiet_after_a_final(recognizer):
     return session
 
 
-def test_a_session_quiet_after_a_final_keeps_little_state():
-    """Between utterances a session keeps the acoustic and LM states (13 KB), not the LM's
-    next-word distribution (40 KB): that is made again from the LM state when next needed."""
+def test_the_letter_beam_search_refuses_the_shipped_phone_model():
     config = Config()
     config.decoder.method = "beam"
-    session = quiet_after_a_final(Recognizer(config))
-    assert list(session.decoder.scorer.cache) == [()]
-    state, log_probs = session.decoder.scorer.cache[()]
-    assert log_probs is None and sum(part.nbytes for part in state) == 4096
+    with pytest.raises(ValueError, match="emits phones: decoder.method 'beam' reads character models only"):
+        Recognizer(config)
 
 
 def test_a_session_quiet_after_a_final_keeps_little_state_in_the_lexicon_search(default_recognizer):
