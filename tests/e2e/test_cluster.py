@@ -159,6 +159,7 @@ def test_a_session_survives_its_replica(cluster, chunks, expected, transport, si
     assert metric(survivor, "streamrnn_cluster_restores_total") >= 1
     if sig == signal.SIGTERM:
         assert f"session {session_id} handed over" in cluster.replicas[stopped[0]].log
+    cluster.replicas[stopped[0]].process.wait(timeout=60)  # a draining replica is alive, but not for the next test
 
 
 def test_a_session_survives_its_replica_with_engine_workers(tiny_models, tmp_path, chunks, expected):
