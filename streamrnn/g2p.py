@@ -92,12 +92,13 @@ class G2PModel(nn.Module):
         letters, lengths = letter_ids(words)
         memory, state = self.encode(letters, lengths)
         previous = torch.full((len(words), 1), START, dtype=torch.long)
-        outputs = []
+        outputs, ended = [], torch.zeros(len(words), dtype=torch.bool)
         for _ in range(2 * letters.shape[1] + 4):
             logits, state = self.decode(previous, memory, state)
             previous = logits[:, -1].argmax(-1, keepdim=True)
             outputs.append(previous[:, 0])
-            if (torch.stack(outputs, 1) == END).any(1).all():
+            ended |= previous[:, 0] == END
+            if ended.all():
                 break
         rows = torch.stack(outputs, 1).tolist()
         return [tuple(OUTPUTS[i] for i in row[:row.index(END) if END in row else len(row)] if i > END) for row in rows]
