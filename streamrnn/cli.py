@@ -17,6 +17,8 @@ MODULE_COMMANDS = {
     "chaos": ("replicas behind nginx sharing sessions through Redis, killed at random while clients stream",
               "streamrnn.tools.chaos"),
     "synth": ("synthetic training speech from text (TTS voices)", "streamrnn.train.synth"),
+    "tune": ("the lexicon search's n-gram weight and word score, picked on held-out speech",
+             "streamrnn.tools.tune"),
 }
 TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),
                "lm": ("train the word LSTM language model", "streamrnn.train.lm"),
@@ -214,6 +216,11 @@ def run_chaos(args) -> None:
     chaos.main(args)
 
 
+def run_tune(args) -> None:
+    from streamrnn.tools import tune
+    tune.main(args)
+
+
 def run_remote(args) -> None:
     from streamrnn_client import cli as client_cli
     client_cli.run(args)
@@ -222,7 +229,7 @@ def run_remote(args) -> None:
 COMMANDS = {"serve": run_serve, "stream": run_remote, "mic": run_remote, "subscribe": run_remote,
             "transcribe": run_transcribe, "eval": run_eval, "eval-lm": run_eval_lm, "suggest": run_suggest,
             "score": run_score, "key": run_key, "train": run_train, "synth": run_synth, "bench": run_bench,
-            "soak": run_soak, "chaos": run_chaos}
+            "soak": run_soak, "chaos": run_chaos, "tune": run_tune}
 
 
 def command_of(argv: list[str]) -> tuple[str | None, str | None]:

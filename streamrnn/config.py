@@ -216,6 +216,8 @@ def validate(config: Config, where: str) -> None:
         (config.decoder.method in ("lexicon", "beam", "greedy"),
          "decoder.method must be \"lexicon\", \"beam\" or \"greedy\""),
         (config.decoder.word_beam_size >= 1, "decoder.word_beam_size must be at least 1"),
+        (config.decoder.word_beam_threshold > 0, "decoder.word_beam_threshold must be positive"),
+        (config.decoder.ngram_weight >= 0, "decoder.ngram_weight must not be negative"),
         (config.decoder.beam_size >= 1, "decoder.beam_size must be at least 1"),
         (config.endpoint.trailing_silence_ms > 0, "endpoint.trailing_silence_ms must be positive"),
         (config.endpoint.max_utterance_s > 0, "endpoint.max_utterance_s must be positive"),

@@ -164,15 +164,20 @@ class LetterSpeller:
 
 class PhoneSpeller:
     """A phone model's words: each of their pronunciations in the lexicon. Words it lacks cannot
-    be spelled, except a phrase's, which get the G2P model's guess."""
+    be spelled, except a phrase's, which are looked up in `phrase_lexicon()` (when given: a larger
+    dictionary, loaded only once a phrase needs it), then get the G2P model's guess."""
 
-    def __init__(self, inventory: PhoneInventory, lexicon: Lexicon):
+    def __init__(self, inventory: PhoneInventory, lexicon: Lexicon, phrase_lexicon=None):
         if inventory.ids.get(BOUNDARY) != SPACE:
             raise ValueError("the lexicon search needs a phone model trained with word boundaries")
         self.size, self.ids, self.lexicon = len(inventory.tokens), inventory.ids, lexicon
+        self.phrase_lexicon = phrase_lexicon
 
     def spell(self, word: str, guess: bool = False) -> list[list[int]]:
-        return [[self.ids[phone] for phone in phones] for phones in pronunciations(self.lexicon, word, guess)]
+        lexicon = self.lexicon
+        if guess and self.phrase_lexicon and not pronunciations(lexicon, word):
+            lexicon = self.phrase_lexicon()
+        return [[self.ids[phone] for phone in phones] for phones in pronunciations(lexicon, word, guess)]
 
     def pending(self, tokens) -> str:
         return ""  # a word being spoken shows once its phones spell one

@@ -103,6 +103,14 @@ class Recognizer:
             results[index] = events[k] + session.end_chunk(final, len(rows[k]) > 0)
         return results
 
+    def log_probs(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """The acoustic model's log-probs of a whole recording, one row per step: what a session's
+        decoder would be fed (the same whichever way the audio is chunked)."""
+        session = self.session(SessionOptions(sample_rate=rate, suggestions=0))
+        frames = torch.cat([session.frames(samples), session.frames(None)])
+        [rows] = run_streams(self.acoustic, [session.acoustic], [log_mel(frames)], [True])
+        return rows.numpy()
+
     def prefetch_lm(self, sessions: list[Session]) -> None:
         if self.lm is not None:
             prefetch(self.lm, [(s.decoder.scorer, h) for s in sessions for h in s.decoder.lm_histories()])
@@ -157,14 +165,18 @@ def word_speller(config: DecoderConfig, tokens: tuple | None) -> LetterSpeller |
     """How the search spells words in the acoustic model's tokens: letters, or pronunciations."""
     if tokens is None or tuple(tokens) == CharInventory.tokens:
         return LetterSpeller()
-    if config.pronunciations == "builtin":  # CMUdict, then the shipped vocabulary's words it lacks
+    inventory = PhoneInventory.from_tokens(tokens)
+    if config.pronunciations == "builtin":
+        # the shipped vocabulary's pronunciations (CMUdict's, else the G2P model's), and CMUdict
+        # for the words of phrases outside that vocabulary
+        cmudict = functools.partial(load_lexicon, str(cmudict_path()))
         shipped = Path(model_path("builtin", "words.dict"))
-        paths = [str(cmudict_path())] + ([str(shipped)] if shipped.is_file() else [])
-    elif not Path(config.pronunciations).is_file():
+        if not shipped.is_file():
+            return PhoneSpeller(inventory, cmudict())
+        return PhoneSpeller(inventory, load_lexicon(str(shipped)), cmudict)
+    if not Path(config.pronunciations).is_file():
         raise ModelError(f"no such file: {config.pronunciations}")
-    else:
-        paths = [config.pronunciations]
-    return PhoneSpeller(PhoneInventory.from_tokens(tokens), load_lexicon(*paths))
+    return PhoneSpeller(inventory, load_lexicon(config.pronunciations))
 
 
 def load_engine_model(kind: str, path: str, config: ModelConfig, batch_invariant: bool = True) -> nn.Module:

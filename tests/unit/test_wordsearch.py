@@ -4,7 +4,9 @@ its phrase biasing; tests/unit/test_streaming.py pins streaming against offline 
 import numpy as np
 import pytest
 
-from streamrnn.config import DecoderConfig, EndpointConfig
+from streamrnn.checkpoint import load_model
+from streamrnn.config import DecoderConfig, EndpointConfig, model_path
+from streamrnn.engine.recognizer import word_speller
 from streamrnn.phones import PhoneInventory
 from streamrnn.tokens import ALPHABET, BLANK, SPACE, TOKEN_ID
 from streamrnn.wordsearch import PhoneSpeller, WordDecoder, WordSearch, pending_letters
@@ -150,3 +152,15 @@ def test_a_phone_models_phrase_word_outside_the_lexicon_is_spelled_by_the_g2p_mo
     rows = phone_frames(inventory, ("K", "AE", "T"), ("D", "AO", "G"))
     assert "DOG" not in decode(phone_search, rows)[0].text
     assert decode(phone_search, rows, phrases=["cat dog"])[0].text == "CAT DOG"
+
+
+def test_the_builtin_pronunciations_spell_phrase_words_from_cmudict_before_guessing():
+    """The shipped words.dict covers the vocabulary; a phrase word outside it (AARHUS) still gets
+    CMUdict's pronunciation, where the G2P model would guess AA R HH UW S."""
+    tokens = load_model("acoustic", model_path("builtin", "am.pt")).config.tokens
+    speller = word_speller(DecoderConfig(), tuple(tokens))
+    assert "AARHUS" not in speller.lexicon
+    phones = [[tokens[i] for i in spelling] for spelling in speller.spell("AARHUS", guess=True)]
+    assert phones == [["AA", "HH", "UW", "S"]]
+    assert speller.spell("AARHUS") == []  # not a phrase's: the vocabulary's search cannot spell it
+    assert speller.spell("ZEBRA") == speller.spell("ZEBRA", guess=True) != []

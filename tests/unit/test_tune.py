@@ -1,0 +1,32 @@
+"""`streamrnn tune`: each setting decodes as the product would, and bad values are refused."""
+import json
+
+from test_cli import streamrnn
+from test_eval import subset_manifest
+from support import needs_shared_data
+
+
+def test_tune_scores_each_setting_as_eval_would(tmp_path):
+    needs_shared_data()
+    manifest = str(subset_manifest(tmp_path, "librispeech-mini", 4))
+    result = streamrnn("tune", manifest, "--ngram-weight", "1,2", "--word-score", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    tuned = json.loads(result.stdout)
+    assert tuned["utterances"] == {"even": 2, "odd": 2}
+    assert [(r["ngram_weight"], r["word_score"]) for r in tuned["results"]] == [(1.0, 0.0), (2.0, 0.0)]
+    assert tuned["best"]["ngram_weight"] in (1.0, 2.0)
+    shipped = next(r for r in tuned["results"] if r["ngram_weight"] == 2.0)  # the config's own setting
+    evaluated = streamrnn("eval", manifest, "--split", "dev", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert shipped["wer_all"] == json.loads(evaluated.stdout)[0]["offline"]["wer"]
+
+
+def test_tune_refuses_bad_values_in_one_line(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    for flag, value, message in (("--ngram-weight", "-1", "decoder.ngram_weight must not be negative"),
+                                 ("--word-score", "1,x", "invalid comma-separated float value: '1,x'"),
+                                 ("--word-beam-size", "0", "decoder.word_beam_size must be at least 1")):
+        result = streamrnn("tune", str(manifest), flag, value)
+        assert result.returncode == 2
+        assert message in result.stderr.strip().splitlines()[-1], result.stderr
