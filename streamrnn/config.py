@@ -29,8 +29,9 @@ class DecoderConfig:
     ngram: str = "builtin"
     vocabulary: str = "builtin"
     pronunciations: str = "builtin"
-    word_beam_size: int = 200
-    word_beam_threshold: float = 15.0
+    word_beam_size: int = 400
+    word_beam_threshold: float = 10.0
+    word_beam_tokens: int = 16
     ngram_weight: float = 2.0
     word_score: float = 0.0
     phrase_word_bonus: float = 5.0
@@ -217,6 +218,7 @@ def validate(config: Config, where: str) -> None:
          "decoder.method must be \"lexicon\", \"beam\" or \"greedy\""),
         (config.decoder.word_beam_size >= 1, "decoder.word_beam_size must be at least 1"),
         (config.decoder.word_beam_threshold > 0, "decoder.word_beam_threshold must be positive"),
+        (config.decoder.word_beam_tokens >= 1, "decoder.word_beam_tokens must be at least 1"),
         (config.decoder.ngram_weight >= 0, "decoder.ngram_weight must not be negative"),
         (config.decoder.beam_size >= 1, "decoder.beam_size must be at least 1"),
         (config.endpoint.trailing_silence_ms > 0, "endpoint.trailing_silence_ms must be positive"),

@@ -87,7 +87,7 @@ class WordSearch:
             lm = PhraseBonusLM(self.ngram, self.unk, bonus)
             trie = self.trie_with(frozenset(word for word in words if word not in self.index))
         options = LexiconDecoderOptions(
-            beam_size=self.config.word_beam_size, beam_size_token=self.speller.size,
+            beam_size=self.config.word_beam_size, beam_size_token=min(self.config.word_beam_tokens, self.speller.size),
             beam_threshold=self.config.word_beam_threshold, lm_weight=self.config.ngram_weight,
             word_score=self.config.word_score, unk_score=-float("inf"), sil_score=0.0, log_add=False,
             criterion_type=CriterionType.CTC)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import sys
 import time
 
 import numpy as np
@@ -25,7 +26,8 @@ from streamrnn.wer import ErrorRate
 from streamrnn.wordsearch import WordDecoder
 
 HALVES = ("even", "odd")
-KNOBS = {"ngram_weight": float, "word_score": float, "word_beam_size": int, "word_beam_threshold": float}
+KNOBS = {"ngram_weight": float, "word_score": float, "word_beam_size": int, "word_beam_threshold": float,
+         "word_beam_tokens": int}
 
 
 def number_list(kind):
@@ -99,7 +101,11 @@ def tune(args) -> dict:
         validate(dataclasses.replace(config, decoder=dataclasses.replace(config.decoder, **setting)), "tune")
     recognizer = Recognizer(config)
     found = recordings(recognizer, args.manifest, args.split, args.sample)
-    results = [score_setting(recognizer, found, setting) for setting in grid]
+    results = []
+    for number, setting in enumerate(grid, 1):
+        results.append(score_setting(recognizer, found, setting))
+        print(f"setting {number}/{len(grid)}: {setting} WER even {percent(results[-1]['wer_even'])}",
+              file=sys.stderr, flush=True)
     best = min(results, key=lambda r: (r["wer_even"], r["wer_all"]))
     return {"utterances": {half: sum(r.half == half for r in found) for half in HALVES}, "results": results,
             "best": {knob: best[knob] for knob in KNOBS}}
