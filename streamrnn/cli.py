@@ -17,7 +17,7 @@ MODULE_COMMANDS = {
     "chaos": ("replicas behind nginx sharing sessions through Redis, killed at random while clients stream",
               "streamrnn.tools.chaos"),
     "synth": ("synthetic training speech from text (TTS voices)", "streamrnn.train.synth"),
-    "tune": ("the lexicon search's n-gram weight and word score, picked on held-out speech",
+    "tune": ("the lexicon search's n-gram weight, word score and beam, picked on held-out speech",
              "streamrnn.tools.tune"),
 }
 TRAIN_KINDS = {"am": ("train the CTC acoustic model", "streamrnn.train.am"),

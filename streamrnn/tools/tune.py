@@ -1,4 +1,4 @@
-"""`streamrnn tune`: the lexicon search's n-gram weight and word score (and beam) picked on
+"""`streamrnn tune`: the lexicon search's n-gram weight, word score and beam, picked on
 held-out speech. The acoustic model runs once per recording; each setting then decodes the same
 log-probs with the same per-session decoder the daemon uses (endpoints included), so its WER is
 what `streamrnn eval` would report with that setting.
@@ -19,9 +19,9 @@ import numpy as np
 from streamrnn.audio import SAMPLE_RATE, load_16k
 from streamrnn.config import Config, load_config, validate
 from streamrnn.engine.recognizer import Recognizer
+from streamrnn.manifest import load_manifest
 from streamrnn.tools.evaluate import spread
 from streamrnn.tools.report import markdown_table, percent
-from streamrnn.manifest import load_manifest
 from streamrnn.wer import ErrorRate
 from streamrnn.wordsearch import WordDecoder
 
@@ -76,6 +76,7 @@ def transcript(recognizer: Recognizer, rows: np.ndarray) -> str:
 
 
 def score_setting(recognizer: Recognizer, found: list[Recording], setting: dict) -> dict:
+    # the search reads its weights and beams when a session's decoder is made: one search serves every setting
     recognizer.word_search.config = dataclasses.replace(recognizer.config.decoder, **setting)
     errors = {half: ErrorRate() for half in ("all",) + HALVES}
     started = time.perf_counter()

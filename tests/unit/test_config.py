@@ -24,6 +24,8 @@ def test_relative_model_paths_resolve_from_the_config_file(tmp_path):
     ("[decoder]\nbeam = 3\n", "unknown key decoder.beam"),
     ("[decoder]\nbeam_size = 'big'\n", "decoder.beam_size must be int"),
     ("[decoder\n", "cannot read config"),
+    ("[decoder]\nword_beam_tokens = 0\n", "decoder.word_beam_tokens must be at least 1"),
+    ("[decoder]\nword_beam_threshold = 0.0\n", "decoder.word_beam_threshold must be positive"),
     ("[decoder]\nmethod = 'fancy'\n", "decoder.method must be"),
     ("[server]\nhttp_port = 70000\n", "server.http_port must be"),
     ("[training]\nnoise_probability = 2.0\n", "noise_probability must be 0..1"),
