@@ -30,10 +30,10 @@ class DecoderConfig:
     vocabulary: str = "builtin"
     pronunciations: str = "builtin"
     word_beam_size: int = 400
-    word_beam_threshold: float = 10.0
+    word_beam_threshold: float = 8.0
     word_beam_tokens: int = 16
-    ngram_weight: float = 2.0
-    word_score: float = 0.0
+    ngram_weight: float = 1.5
+    word_score: float = -0.5
     phrase_word_bonus: float = 5.0
     beam_size: int = 8
     token_prune: float = 8.0

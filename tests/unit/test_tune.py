@@ -5,20 +5,23 @@ from test_cli import streamrnn
 from test_eval import subset_manifest
 from support import needs_shared_data
 
+from streamrnn.config import DecoderConfig
+
 
 def test_tune_scores_each_setting_as_eval_would(tmp_path):
     needs_shared_data()
     manifest = str(subset_manifest(tmp_path, "librispeech-mini", 4))
-    result = streamrnn("tune", manifest, "--ngram-weight", "1,2", "--word-score", "0", "--json")
+    default = DecoderConfig()
+    result = streamrnn("tune", manifest, "--ngram-weight", f"0.5,{default.ngram_weight}", "--json")
     assert result.returncode == 0, result.stderr
     tuned = json.loads(result.stdout)
     assert tuned["utterances"] == {"even": 2, "odd": 2}
-    assert [(r["ngram_weight"], r["word_score"]) for r in tuned["results"]] == [(1.0, 0.0), (2.0, 0.0)]
-    assert tuned["best"]["ngram_weight"] in (1.0, 2.0)
-    shipped = next(r for r in tuned["results"] if r["ngram_weight"] == 2.0)  # the config's own setting
-    evaluated = streamrnn("eval", manifest, "--split", "dev", "--json")
+    assert [(r["ngram_weight"], r["word_score"]) for r in tuned["results"]] == [
+        (0.5, default.word_score), (default.ngram_weight, default.word_score)]
+    assert tuned["best"]["ngram_weight"] in (0.5, default.ngram_weight)
+    evaluated = streamrnn("eval", manifest, "--split", "dev", "--json")  # with the default setting
     assert evaluated.returncode == 0, evaluated.stderr
-    assert shipped["wer_all"] == json.loads(evaluated.stdout)[0]["offline"]["wer"]
+    assert tuned["results"][1]["wer_all"] == json.loads(evaluated.stdout)[0]["offline"]["wer"]
 
 
 def test_tune_refuses_bad_values_in_one_line(tmp_path):
