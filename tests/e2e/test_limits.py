@@ -34,11 +34,13 @@ def noise_chunks(seconds, chunk_s=CHUNK_S, seed=0):
 
 @pytest.fixture(scope="module")
 def limited(tiny_models, tmp_path_factory):
-    """Small messages, 2 s of audio per session, 1 s idle, real-time pace after a 0.5 s burst."""
+    """Small messages, 2 s of audio per session, 1 s idle, real-time pace after a 0.5 s burst; a word
+    bonus so that the tiny model's search spells words from noise, whose finals the tests look for."""
     server = Daemon(tiny_daemon_config(tiny_models, tmp_path_factory.mktemp("limited"),
                                        "[limits]\nmax_message_bytes = 8192\ngrpc_max_message_bytes = 100000\n"
                                        "max_session_audio_s = 2.0\nidle_timeout_s = 1.0\n"
-                                       "max_realtime_factor = 1.0\nrealtime_burst_s = 0.5\n"))
+                                       "max_realtime_factor = 1.0\nrealtime_burst_s = 0.5\n"
+                                       "[decoder]\nword_score = 5.0\n"))
     yield server
     server.stop()
 
