@@ -1,9 +1,9 @@
 """`streamrnn tune`: each setting decodes as the product would, and bad values are refused."""
 import json
 
+from support import needs_shared_data
 from test_cli import streamrnn
 from test_eval import subset_manifest
-from support import needs_shared_data
 
 from streamrnn.config import DecoderConfig
 
