@@ -74,13 +74,11 @@ def read_lexicon(lines) -> Lexicon:
 
 
 @lru_cache(maxsize=4)
-def load_lexicon(*paths: str | None) -> Lexicon:
-    """CMUdict, or dictionaries in its format (the earlier files' pronunciations first), as one
-    lexicon; loaded once per set of paths."""
-    lines: list[str] = []
-    for path in [Path(p) for p in paths if p] or [cmudict_path()]:
-        lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return read_lexicon(lines)
+def load_lexicon(path: str | None = None) -> Lexicon:
+    """CMUdict (or another dictionary in its format) as a lexicon; loaded once per path."""
+    path = Path(path) if path else cmudict_path()
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        return read_lexicon(lines)
 
 
 def possessive(phones: tuple[str, ...]) -> tuple[str, ...]:

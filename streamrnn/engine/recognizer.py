@@ -26,7 +26,7 @@ from streamrnn.config import Config, DecoderConfig, ModelConfig, model_path
 from streamrnn.decoding import Decoder, Utterance
 from streamrnn.invariance import lay_out_for_batch_invariance
 from streamrnn.lm import LMRunner, WordScorer, prefetch
-from streamrnn.phones import PhoneInventory, cmudict_path, load_lexicon
+from streamrnn.phones import PhoneInventory, load_lexicon
 from streamrnn.targets import CharInventory
 from streamrnn.tokens import normalize
 from streamrnn.wordsearch import LetterSpeller, PhoneSpeller, WordDecoder, WordSearch
@@ -168,12 +168,11 @@ def word_speller(config: DecoderConfig, tokens: tuple | None) -> LetterSpeller |
     inventory = PhoneInventory.from_tokens(tokens)
     if config.pronunciations == "builtin":
         # the shipped vocabulary's pronunciations (CMUdict's, else the G2P model's), and CMUdict
-        # for the words of phrases outside that vocabulary
-        cmudict = functools.partial(load_lexicon, str(cmudict_path()))
+        # (load_lexicon's default) for the words of phrases outside that vocabulary
         shipped = Path(model_path("builtin", "words.dict"))
         if not shipped.is_file():
-            return PhoneSpeller(inventory, cmudict())
-        return PhoneSpeller(inventory, load_lexicon(str(shipped)), cmudict)
+            return PhoneSpeller(inventory, load_lexicon())
+        return PhoneSpeller(inventory, load_lexicon(str(shipped)), phrase_lexicon=load_lexicon)
     if not Path(config.pronunciations).is_file():
         raise ModelError(f"no such file: {config.pronunciations}")
     return PhoneSpeller(inventory, load_lexicon(config.pronunciations))
